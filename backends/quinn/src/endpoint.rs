@@ -1,0 +1,361 @@
+//! A quinn endpoint behind STOQ's [`Transport`] trait.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use stoq_core::{
+    Capabilities, CongestionAlgorithm, ConnectionError, ConnectionHandle, EndpointRole,
+    EndpointSpec, EndpointStats, Error, Transport, TransportConfig,
+};
+use tokio::sync::{mpsc, Mutex};
+use tracing::{debug, warn};
+
+use crate::congestion::StoqControllerFactory;
+use crate::connection::QuinnConnection;
+use crate::errors::{connect_error, connection_error, LocalClose};
+
+/// How long [`Transport::close`] waits for peers to be told.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// Established incoming connections waiting for `accept`. Bounded so a flood of
+/// handshakes cannot grow memory without limit; the accept loop waits when it is full.
+const ACCEPT_QUEUE: usize = 1024;
+
+#[derive(Debug, Default)]
+struct Counters {
+    accepted: AtomicU64,
+    handshake_failures: AtomicU64,
+    connected: AtomicU64,
+}
+
+/// A quinn endpoint.
+#[derive(Debug)]
+pub struct QuinnTransport {
+    endpoint: quinn::Endpoint,
+    incoming: Option<Mutex<mpsc::Receiver<QuinnConnection>>>,
+    client_config: Option<quinn::ClientConfig>,
+    config: TransportConfig,
+    counters: Arc<Counters>,
+    accept_task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl QuinnTransport {
+    /// Binds an endpoint as `spec` says. Must be called within a tokio runtime.
+    pub fn bind(spec: EndpointSpec) -> Result<Self, Error> {
+        let cfg = &spec.config;
+        cfg.validate()?;
+        if !cfg.gro {
+            return Err(Error::config(
+                "gro",
+                "quinn always uses GRO where the kernel offers it and cannot turn it off",
+            ));
+        }
+        let transport = Arc::new(transport_config(cfg)?);
+
+        let server_config = match spec.role {
+            EndpointRole::Server => {
+                let tls = stoq_crypto::server_config(&spec.tls, &cfg.alpn)?;
+                let quic = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
+                    .map_err(|e| Error::Tls(format!("server TLS config unusable for QUIC: {e}")))?;
+                let mut sc = quinn::ServerConfig::with_crypto(Arc::new(quic));
+                sc.transport_config(transport.clone());
+                Some(sc)
+            }
+            EndpointRole::Client => None,
+        };
+        let client_config = if spec.tls.roots.is_empty() {
+            None
+        } else {
+            let tls = stoq_crypto::client_config(&spec.tls, &cfg.alpn)?;
+            let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
+                .map_err(|e| Error::Tls(format!("client TLS config unusable for QUIC: {e}")))?;
+            let mut cc = quinn::ClientConfig::new(Arc::new(quic));
+            cc.transport_config(transport);
+            Some(cc)
+        };
+        if spec.role == EndpointRole::Client && client_config.is_none() {
+            return Err(Error::config(
+                "tls.roots",
+                "a client endpoint needs at least one trust root",
+            ));
+        }
+
+        let socket = bind_socket(spec.bind, cfg)?;
+        let mut endpoint_config = quinn::EndpointConfig::default();
+        endpoint_config
+            .max_udp_payload_size(cfg.max_udp_payload)
+            .map_err(|e| Error::config("max_udp_payload", e.to_string()))?;
+        let endpoint = quinn::Endpoint::new(
+            endpoint_config,
+            server_config,
+            socket,
+            Arc::new(quinn::TokioRuntime),
+        )
+        .map_err(|e| Error::io(format!("starting quinn endpoint on {}", spec.bind), e))?;
+
+        let counters = Arc::new(Counters::default());
+        let (incoming, accept_task) = if spec.role == EndpointRole::Server {
+            let (tx, rx) = mpsc::channel(ACCEPT_QUEUE);
+            let task = tokio::spawn(accept_loop(
+                endpoint.clone(),
+                tx,
+                counters.clone(),
+                cfg.datagrams.enabled,
+                cfg.connect_timeout,
+            ));
+            (Some(Mutex::new(rx)), Some(task))
+        } else {
+            (None, None)
+        };
+
+        Ok(QuinnTransport {
+            endpoint,
+            incoming,
+            client_config,
+            config: spec.config,
+            counters,
+            accept_task,
+        })
+    }
+
+    /// The underlying quinn endpoint.
+    pub fn quinn(&self) -> &quinn::Endpoint {
+        &self.endpoint
+    }
+}
+
+impl Drop for QuinnTransport {
+    fn drop(&mut self) {
+        if let Some(t) = &self.accept_task {
+            t.abort();
+        }
+    }
+}
+
+async fn accept_loop(
+    endpoint: quinn::Endpoint,
+    tx: mpsc::Sender<QuinnConnection>,
+    counters: Arc<Counters>,
+    datagrams: bool,
+    handshake_timeout: Duration,
+) {
+    while let Some(incoming) = endpoint.accept().await {
+        let tx = tx.clone();
+        let counters = counters.clone();
+        // Handshakes run concurrently so one slow or hostile peer cannot stall the rest.
+        tokio::spawn(async move {
+            let remote = incoming.remote_address();
+            let result = tokio::time::timeout(handshake_timeout, async {
+                match incoming.accept() {
+                    Ok(connecting) => connecting.await,
+                    Err(e) => Err(e),
+                }
+            })
+            .await;
+            match result {
+                Ok(Ok(conn)) => {
+                    counters.accepted.fetch_add(1, Relaxed);
+                    if tx
+                        .send(QuinnConnection::new(conn, datagrams))
+                        .await
+                        .is_err()
+                    {
+                        debug!(%remote, "endpoint dropped before accept");
+                    }
+                }
+                Ok(Err(e)) => {
+                    counters.handshake_failures.fetch_add(1, Relaxed);
+                    let e = connection_error(e, &LocalClose::default());
+                    warn!(%remote, error = %e, "incoming handshake failed");
+                }
+                Err(_) => {
+                    counters.handshake_failures.fetch_add(1, Relaxed);
+                    warn!(%remote, "incoming handshake timed out");
+                }
+            }
+        });
+    }
+}
+
+/// Builds quinn's transport config from STOQ's.
+fn transport_config(cfg: &TransportConfig) -> Result<quinn::TransportConfig, Error> {
+    let varint = |field: &str, v: u64| {
+        quinn::VarInt::from_u64(v).map_err(|_| Error::config(field, "must be below 2^62"))
+    };
+    let mut t = quinn::TransportConfig::default();
+    t.max_concurrent_bidi_streams(varint(
+        "max_concurrent_bidi_streams",
+        cfg.max_concurrent_bidi_streams,
+    )?)
+    .max_concurrent_uni_streams(varint(
+        "max_concurrent_uni_streams",
+        cfg.max_concurrent_uni_streams,
+    )?)
+    .max_idle_timeout(Some(
+        quinn::IdleTimeout::try_from(cfg.idle_timeout)
+            .map_err(|_| Error::config("idle_timeout", "too large"))?,
+    ))
+    .keep_alive_interval(cfg.keep_alive_interval)
+    .stream_receive_window(varint("stream_receive_window", cfg.stream_receive_window)?)
+    .receive_window(varint(
+        "connection_receive_window",
+        cfg.connection_receive_window,
+    )?)
+    .send_window(cfg.send_window)
+    .initial_mtu(cfg.initial_max_udp_payload)
+    // RFC 9000 section 14: every QUIC path carries 1200-byte datagrams.
+    .min_mtu(1200)
+    .enable_segmentation_offload(cfg.gso)
+    .datagram_receive_buffer_size(
+        cfg.datagrams
+            .enabled
+            .then_some(cfg.datagrams.receive_buffer),
+    )
+    .datagram_send_buffer_size(cfg.datagrams.send_buffer);
+    if cfg.mtu_discovery {
+        let mut mtu = quinn::MtuDiscoveryConfig::default();
+        mtu.upper_bound(cfg.max_udp_payload);
+        t.mtu_discovery_config(Some(mtu));
+    } else {
+        t.mtu_discovery_config(None);
+    }
+    match cfg.congestion.stoq_factory()? {
+        Some(factory) => {
+            t.congestion_controller_factory(Arc::new(StoqControllerFactory(factory)));
+        }
+        None => match cfg.congestion.algorithm {
+            CongestionAlgorithm::NewReno => {
+                t.congestion_controller_factory(Arc::new(
+                    quinn::congestion::NewRenoConfig::default(),
+                ));
+            }
+            CongestionAlgorithm::Cubic => {
+                t.congestion_controller_factory(
+                    Arc::new(quinn::congestion::CubicConfig::default()),
+                );
+            }
+            CongestionAlgorithm::Bbr => {
+                t.congestion_controller_factory(Arc::new(quinn::congestion::BbrConfig::default()));
+            }
+            other => {
+                return Err(Error::config(
+                    "congestion.algorithm",
+                    format!("{other:?} has no quinn implementation"),
+                ))
+            }
+        },
+    }
+    Ok(t)
+}
+
+/// Binds the UDP socket: dual-stack for `[::]`, buffer sizes as configured.
+fn bind_socket(addr: SocketAddr, cfg: &TransportConfig) -> Result<std::net::UdpSocket, Error> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let ctx = |what: &str| format!("{what} UDP socket {addr}");
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))
+        .map_err(|e| Error::io(ctx("creating"), e))?;
+    if addr.is_ipv6() {
+        // Accept IPv4-mapped peers on `[::]`; ignore failure (some systems forbid it).
+        let _ = socket.set_only_v6(false);
+    }
+    if let Some(n) = cfg.socket_send_buffer {
+        socket
+            .set_send_buffer_size(n)
+            .map_err(|e| Error::io(ctx("sizing send buffer of"), e))?;
+    }
+    if let Some(n) = cfg.socket_receive_buffer {
+        socket
+            .set_recv_buffer_size(n)
+            .map_err(|e| Error::io(ctx("sizing receive buffer of"), e))?;
+    }
+    socket
+        .bind(&addr.into())
+        .map_err(|e| Error::io(ctx("binding"), e))?;
+    Ok(socket.into())
+}
+
+#[async_trait]
+impl Transport for QuinnTransport {
+    fn name(&self) -> &str {
+        "quinn"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        crate::CAPABILITIES
+    }
+
+    async fn connect(
+        &self,
+        addr: SocketAddr,
+        server_name: &str,
+    ) -> Result<ConnectionHandle, Error> {
+        let client_config = self
+            .client_config
+            .clone()
+            .ok_or_else(|| Error::config("tls.roots", "this endpoint has no trust roots"))?;
+        let connecting = self
+            .endpoint
+            .connect_with(client_config, addr, server_name)
+            .map_err(connect_error)?;
+        let timeout = self.config.connect_timeout;
+        let conn = match tokio::time::timeout(timeout, connecting).await {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(e)) => return Err(connection_error(e, &LocalClose::default()).into()),
+            Err(_) => {
+                return Err(ConnectionError::ConnectTimedOut {
+                    addr,
+                    after: timeout,
+                }
+                .into())
+            }
+        };
+        self.counters.connected.fetch_add(1, Relaxed);
+        Ok(Arc::new(QuinnConnection::new(
+            conn,
+            self.config.datagrams.enabled,
+        )))
+    }
+
+    async fn accept(&self) -> Result<ConnectionHandle, Error> {
+        let incoming = self.incoming.as_ref().ok_or_else(|| {
+            Error::config(
+                "role",
+                "this endpoint was bound as a client; bind it with EndpointRole::Server to accept",
+            )
+        })?;
+        let conn = incoming
+            .lock()
+            .await
+            .recv()
+            .await
+            .ok_or(Error::EndpointClosed)?;
+        Ok(Arc::new(conn))
+    }
+
+    fn local_addr(&self) -> Result<SocketAddr, Error> {
+        self.endpoint
+            .local_addr()
+            .map_err(|e| Error::io("reading local address", e))
+    }
+
+    fn stats(&self) -> EndpointStats {
+        let mut s = EndpointStats::default();
+        s.accepted = self.counters.accepted.load(Relaxed);
+        s.handshake_failures = self.counters.handshake_failures.load(Relaxed);
+        s.connected = self.counters.connected.load(Relaxed);
+        s.open_connections = self.endpoint.open_connections() as u64;
+        s
+    }
+
+    async fn close(&self, code: u64, reason: &[u8]) {
+        let code = quinn::VarInt::from_u64(code).unwrap_or(quinn::VarInt::MAX);
+        self.endpoint.close(code, reason);
+        if let Some(t) = &self.accept_task {
+            t.abort();
+        }
+        let _ = tokio::time::timeout(CLOSE_GRACE, self.endpoint.wait_idle()).await;
+    }
+}

@@ -1,0 +1,336 @@
+//! Bad input and pluggability contracts.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use stoq_core::congestion::{
+    AckEvent, CongestionController, CongestionControllerFactory, CongestionEvent, CongestionMetrics,
+};
+use stoq_core::{
+    Capability, CongestionAlgorithm, CongestionConfig, CongestionImplementation, EndpointSpec,
+    Error, TlsMaterial, TransportConfig,
+};
+
+use crate::util::{drain_and_hash, payload, send_all, sha256, spawn_echo, LOCALHOST_V6};
+use crate::{ensure, ContractResult, Failure, Harness, Outcome, Pair};
+
+/// Round-trips a message on a fresh stream, proving the connection still works.
+async fn still_works(p: &Pair, what: &str) -> Result<(), Failure> {
+    let (mut s, mut r) = p.client.open_bi().await?;
+    s.write_all(what.as_bytes()).await?;
+    s.finish().await?;
+    let back = tokio::time::timeout(Duration::from_secs(10), r.read_to_end(1024)).await??;
+    ensure!(
+        back.as_deref() == Some(what.as_bytes()),
+        "{what}: echo failed: {back:?}"
+    );
+    Ok(())
+}
+
+/// Datagrams that are not valid QUIC packets for any connection.
+fn garbage() -> Vec<Vec<u8>> {
+    let mut v: Vec<Vec<u8>> = vec![
+        vec![],
+        vec![0],
+        vec![0xff; 1],
+        payload(20, 1200).to_vec(),
+        payload(21, 30).to_vec(),
+        payload(22, 65_000).to_vec(),
+    ];
+    // Long header, version 1, Initial, truncated after the version.
+    v.push(vec![0xc0, 0, 0, 0, 1]);
+    // Long header with connection-ID lengths pointing past the end.
+    v.push(vec![0xc0, 0, 0, 0, 1, 20, 1, 2, 3]);
+    // An Initial of plausible shape (DCID 8, SCID 8, empty token, length 1150) whose
+    // payload is random, so it fails authentication.
+    let mut initial = vec![0xc3, 0, 0, 0, 1, 8];
+    initial.extend_from_slice(&payload(23, 8));
+    initial.push(8);
+    initial.extend_from_slice(&payload(24, 8));
+    initial.push(0); // token length
+    initial.extend_from_slice(&[0x44, 0x7e]); // length 1150 (2-byte varint)
+    initial.extend_from_slice(&payload(25, 1150));
+    v.push(initial);
+    // An unknown version (triggers version negotiation, not a crash).
+    let mut unknown = vec![0xc0, 0x1a, 0x2a, 0x3a, 0x4a, 8];
+    unknown.extend_from_slice(&payload(26, 8));
+    unknown.push(0);
+    unknown.resize(1200, 0);
+    v.push(unknown);
+    // Short headers with random connection IDs.
+    for i in 0..20 {
+        let mut p = payload(30 + i, 60 + i as usize * 37).to_vec();
+        p[0] = 0x40 | (p[0] & 0x3f);
+        v.push(p);
+    }
+    v
+}
+
+pub async fn malformed_packets_ignored(h: Harness) -> ContractResult {
+    let p = h.connect().await?;
+    spawn_echo(p.server.clone());
+    still_works(&p, "before").await?;
+    let attacker = tokio::net::UdpSocket::bind(LOCALHOST_V6).await?;
+    let server_addr = p.server_ep.local_addr()?;
+    let client_port = p.client_ep.local_addr()?.port();
+    let client_addr = std::net::SocketAddr::new(LOCALHOST_V6.ip(), client_port);
+    for round in 0..5 {
+        for d in garbage() {
+            // Oversized sends may fail locally (EMSGSIZE); only delivery matters here.
+            let _ = attacker.send_to(&d, server_addr).await;
+            let _ = attacker.send_to(&d, client_addr).await;
+        }
+        still_works(&p, &format!("after garbage round {round}")).await?;
+    }
+    // The endpoint still accepts new connections.
+    let client2 = h.client_endpoint(server_addr, h.config.clone())?;
+    let accept = {
+        let ep = p.server_ep.clone();
+        tokio::spawn(async move { ep.accept().await })
+    };
+    let c2 = client2.connect(server_addr, "localhost").await?;
+    let s2 = tokio::time::timeout(Duration::from_secs(10), accept).await???;
+    spawn_echo(s2);
+    let p2 = Pair {
+        client_ep: client2,
+        server_ep: p.server_ep.clone(),
+        client: c2,
+        server: p.server.clone(),
+    };
+    still_works(&p2, "new connection after garbage").await?;
+    ensure!(
+        p.client.close_reason().is_none(),
+        "garbage closed the connection"
+    );
+    Ok(Outcome::Passed)
+}
+
+pub async fn invalid_config_rejected(h: Harness) -> ContractResult {
+    let bind = |cfg: TransportConfig, tls: TlsMaterial| {
+        h.server.bind(EndpointSpec::server(LOCALHOST_V6, cfg, tls))
+    };
+    let field_of = |r: Result<_, Error>| match r {
+        Err(Error::Config { field, .. }) => Ok(field),
+        Err(e) => Err(Failure(format!("expected Error::Config, got {e}"))),
+        Ok(_) => Err(Failure("invalid config was accepted".into())),
+    };
+    let mut cfg = h.config.clone();
+    cfg.alpn.clear();
+    ensure!(
+        field_of(bind(cfg, h.tls.clone()))? == "alpn",
+        "wrong field for empty alpn"
+    );
+    let mut cfg = h.config.clone();
+    cfg.idle_timeout = Duration::ZERO;
+    ensure!(
+        field_of(bind(cfg, h.tls.clone()))? == "idle_timeout",
+        "wrong field for zero idle timeout"
+    );
+    let mut cfg = h.config.clone();
+    cfg.stream_receive_window = cfg.connection_receive_window + 1;
+    ensure!(
+        field_of(bind(cfg, h.tls.clone()))? == "stream_receive_window",
+        "wrong field for oversized stream window"
+    );
+    // A server without an identity cannot accept.
+    let no_identity = TlsMaterial {
+        identity: None,
+        ..h.tls.clone()
+    };
+    match bind(h.config.clone(), no_identity) {
+        Err(Error::Tls(_)) | Err(Error::Config { .. }) => {}
+        Err(e) => return Err(Failure(format!("server without identity: unexpected {e}"))),
+        Ok(_) => return Err(Failure("server without identity was bound".into())),
+    }
+    // A key that does not belong to the certificate.
+    let other = stoq_crypto::ephemeral_material(&["localhost"])?;
+    let mut mismatched = h.tls.clone();
+    if let (Some(id), Some(other_id)) = (mismatched.identity.as_mut(), other.identity) {
+        id.key = other_id.key;
+    }
+    match bind(h.config.clone(), mismatched) {
+        Err(Error::Tls(msg)) => ensure!(!msg.is_empty(), "empty TLS error"),
+        Err(e) => return Err(Failure(format!("mismatched key: unexpected {e}"))),
+        Ok(_) => {
+            return Err(Failure(
+                "a certificate with the wrong key was accepted".into(),
+            ))
+        }
+    }
+    // A client without trust roots cannot verify anyone.
+    let r = h.client.bind(EndpointSpec::client(
+        LOCALHOST_V6,
+        h.config.clone(),
+        TlsMaterial::default(),
+    ));
+    ensure!(
+        matches!(r, Err(Error::Config { .. }) | Err(Error::Tls(_))),
+        "client without roots: {:?}",
+        r.err()
+    );
+    Ok(Outcome::Passed)
+}
+
+/// Moves `len` bytes client to server with `cfg` on both sides, checking the hash.
+async fn transfer_with(h: &Harness, cfg: TransportConfig, len: usize) -> Result<Pair, Failure> {
+    let p = h.connect_with(cfg.clone(), cfg, LOCALHOST_V6).await?;
+    let data = payload(40, len);
+    let receiver = {
+        let server = p.server.clone();
+        tokio::spawn(async move {
+            let mut r = server.accept_uni().await?;
+            Ok::<_, Failure>(drain_and_hash(&mut r).await?)
+        })
+    };
+    let mut s = p.client.open_uni().await?;
+    send_all(&mut s, &data, 64 * 1024).await?;
+    let (n, hash) = receiver.await??;
+    ensure!(
+        n == len as u64 && hash == sha256(&data),
+        "transfer corrupted ({n} bytes)"
+    );
+    tokio::time::timeout(Duration::from_secs(10), s.stopped()).await??;
+    Ok(p)
+}
+
+pub async fn stoq_congestion_controllers(h: Harness) -> ContractResult {
+    for algorithm in [CongestionAlgorithm::NewReno, CongestionAlgorithm::Cubic] {
+        let mut cfg = h.config.clone();
+        cfg.congestion = CongestionConfig {
+            algorithm,
+            implementation: CongestionImplementation::Stoq,
+            custom: None,
+        };
+        if !h
+            .capabilities()
+            .contains(Capability::CustomCongestionControl)
+        {
+            let r = h
+                .server
+                .bind(EndpointSpec::server(LOCALHOST_V6, cfg, h.tls.clone()));
+            ensure!(
+                matches!(
+                    r,
+                    Err(Error::Unsupported(Capability::CustomCongestionControl))
+                ),
+                "backend cannot host STOQ controllers but bind did not say Unsupported"
+            );
+            return Ok(Outcome::Unsupported(Capability::CustomCongestionControl));
+        }
+        let p = transfer_with(&h, cfg, 8 << 20).await?;
+        ensure!(
+            p.client.stats().congestion_window > 0,
+            "{algorithm:?}: zero window"
+        );
+    }
+    Ok(Outcome::Passed)
+}
+
+/// A controller with a fixed window that counts the events it sees.
+#[derive(Debug, Clone)]
+struct Recording {
+    window: u64,
+    sent: Arc<AtomicU64>,
+    acked: Arc<AtomicU64>,
+    in_flight: u64,
+}
+
+impl CongestionController for Recording {
+    fn name(&self) -> &str {
+        "recording-fixed-window"
+    }
+    fn on_packet_sent(&mut self, _now: Instant, bytes: u64, _app_limited: bool) {
+        self.sent.fetch_add(bytes, Relaxed);
+        self.in_flight += bytes;
+    }
+    fn on_ack(&mut self, ack: &AckEvent) {
+        self.acked.fetch_add(ack.bytes, Relaxed);
+        self.in_flight = self.in_flight.saturating_sub(ack.bytes);
+    }
+    fn on_congestion_event(&mut self, e: &CongestionEvent) {
+        self.in_flight = self.in_flight.saturating_sub(e.lost_bytes);
+    }
+    fn on_packet_discarded(&mut self, bytes: u64) {
+        self.in_flight = self.in_flight.saturating_sub(bytes);
+    }
+    fn on_mtu_update(&mut self, _max_datagram_size: u16) {}
+    fn window(&self) -> u64 {
+        self.window
+    }
+    fn initial_window(&self) -> u64 {
+        self.window
+    }
+    fn metrics(&self) -> CongestionMetrics {
+        CongestionMetrics::new(self.window, self.in_flight)
+    }
+    fn clone_box(&self) -> Box<dyn CongestionController> {
+        Box::new(self.clone())
+    }
+}
+
+struct RecordingFactory {
+    sent: Arc<AtomicU64>,
+    acked: Arc<AtomicU64>,
+}
+
+/// A distinctive window no engine would pick by itself.
+const FIXED_WINDOW: u64 = 77_777;
+
+impl CongestionControllerFactory for RecordingFactory {
+    fn name(&self) -> &str {
+        "recording-fixed-window"
+    }
+    fn build(&self, _now: Instant, _mtu: u16) -> Box<dyn CongestionController> {
+        Box::new(Recording {
+            window: FIXED_WINDOW,
+            sent: self.sent.clone(),
+            acked: self.acked.clone(),
+            in_flight: 0,
+        })
+    }
+}
+
+pub async fn custom_congestion_controller(h: Harness) -> ContractResult {
+    let sent = Arc::new(AtomicU64::new(0));
+    let acked = Arc::new(AtomicU64::new(0));
+    let mut cfg = h.config.clone();
+    cfg.congestion = CongestionConfig::custom(Arc::new(RecordingFactory {
+        sent: sent.clone(),
+        acked: acked.clone(),
+    }));
+    if !h
+        .capabilities()
+        .contains(Capability::CustomCongestionControl)
+    {
+        let r = h
+            .server
+            .bind(EndpointSpec::server(LOCALHOST_V6, cfg, h.tls.clone()));
+        ensure!(
+            matches!(
+                r,
+                Err(Error::Unsupported(Capability::CustomCongestionControl))
+            ),
+            "backend lacks custom congestion control but bind did not say Unsupported"
+        );
+        return Ok(Outcome::Unsupported(Capability::CustomCongestionControl));
+    }
+    let len = 4 << 20;
+    let p = transfer_with(&h, cfg, len).await?;
+    let stats = p.client.stats();
+    ensure!(
+        stats.congestion_window == FIXED_WINDOW,
+        "engine reports window {} instead of the custom controller's {FIXED_WINDOW}",
+        stats.congestion_window
+    );
+    let (sent, acked) = (sent.load(Relaxed), acked.load(Relaxed));
+    ensure!(
+        sent >= len as u64,
+        "controller saw {sent} bytes sent, less than {len}"
+    );
+    ensure!(
+        acked >= len as u64,
+        "controller saw {acked} bytes acknowledged, less than {len}"
+    );
+    Ok(Outcome::Passed)
+}

@@ -1,0 +1,108 @@
+//! The crate's error type.
+
+use std::io;
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+/// Everything that can go wrong while loading, generating or configuring TLS material.
+///
+/// Every message says which file (or which piece of material) is at fault and, where it
+/// helps, what to do about it. Converts into [`stoq_core::Error::Tls`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CryptoError {
+    /// A certificate or key file is missing, unreadable or does not hold what it should
+    /// (no certificate in it, no private key in it, not PEM, malformed DER).
+    #[error("{}: {problem}", path.display())]
+    File {
+        /// The file at fault.
+        path: PathBuf,
+        /// What is wrong with it, e.g. "missing (no such file)" or "no certificate in it".
+        problem: String,
+    },
+    /// The private key does not belong to the leaf certificate (their public keys differ).
+    #[error(
+        "the private key in {key} does not match the certificate in {cert}: the leaf \
+         certificate's public key differs from the key's; use the key the certificate was issued for"
+    )]
+    KeyMismatch {
+        /// Where the certificate came from: its file path, or a description of in-memory material.
+        cert: String,
+        /// Where the key came from: its file path, or a description of in-memory material.
+        key: String,
+    },
+    /// A certificate is past its `notAfter` date.
+    #[error("the certificate in {cert} expired at {}; renew it", fmt_time(*not_after))]
+    Expired {
+        /// Where the certificate came from (a file path or a description).
+        cert: String,
+        /// The certificate's `notAfter`.
+        not_after: SystemTime,
+    },
+    /// rustls rejected the material or the configuration.
+    #[error("rustls: {0}")]
+    Rustls(#[from] rustls::Error),
+    /// A trust root is not a usable CA certificate.
+    #[error("trust root #{index} is not a usable CA certificate: {source}")]
+    BadRoot {
+        /// The root's position in `TlsMaterial::roots` (or in the file), from 0.
+        index: usize,
+        /// Why rustls refused it.
+        #[source]
+        source: rustls::Error,
+    },
+    /// Generating a key or certificate failed.
+    #[error("certificate generation failed: {0}")]
+    Generate(String),
+    /// A name given for a certificate is neither an IP address nor a valid DNS name.
+    #[error("invalid certificate name {name:?}: {reason}")]
+    InvalidName {
+        /// The offending name.
+        name: String,
+        /// Why it is rejected.
+        reason: String,
+    },
+    /// Reading or writing a file or directory failed.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The operating-system error.
+        #[source]
+        source: io::Error,
+    },
+    /// A client configuration needs at least one root of trust.
+    #[error(
+        "no trust roots: a client (or a server requiring client certificates) needs at least one \
+         CA certificate in TlsMaterial::roots, e.g. the local CA's ca.pem"
+    )]
+    NoRoots,
+    /// A server configuration needs an identity (certificate chain and key).
+    #[error(
+        "no identity: a server needs a certificate chain and its private key in \
+         TlsMaterial::identity (a non-empty chain, leaf first)"
+    )]
+    NoIdentity,
+    /// No directory for the certificate store could be determined.
+    #[error("no directory for STOQ's certificates: set STOQ_HOME to a writable directory")]
+    NoStoreDir,
+}
+
+impl From<CryptoError> for stoq_core::Error {
+    /// Maps to [`stoq_core::Error::Tls`] carrying the full message.
+    fn from(e: CryptoError) -> Self {
+        stoq_core::Error::Tls(e.to_string())
+    }
+}
+
+/// Formats a time as RFC 3339 UTC (`2026-11-22T09:23:00Z`), falling back to seconds since
+/// the Unix epoch for times X.509 cannot express.
+pub(crate) fn fmt_time(t: SystemTime) -> String {
+    match x509_cert::der::DateTime::from_system_time(t) {
+        Ok(dt) => dt.to_string(),
+        Err(_) => match t.duration_since(SystemTime::UNIX_EPOCH) {
+            Ok(d) => format!("{} s after the Unix epoch", d.as_secs()),
+            Err(_) => "before the Unix epoch".to_string(),
+        },
+    }
+}
