@@ -324,7 +324,7 @@ macro_rules! conformance_suite {
             wrong_server_name_fails, ipv4_and_ipv6, peer_identity, bidi_echo, uni_streams,
             concurrent_streams_1000, large_transfer_hash, drop_without_finish_resets,
             finish_delivers_all_data, reset_code_reaches_peer, stop_code_reaches_peer,
-            close_code_and_reason, endpoint_close_reaches_peers, idle_timeout_closes_both,
+            close_code_and_reason, server_endpoint_dials, endpoint_close_reaches_peers, idle_timeout_closes_both,
             keep_alive_prevents_idle_timeout, datagram_round_trip, oversized_datagram_rejected,
             datagrams_disabled_rejected, stats_agree_with_application, connect_no_listener_times_out,
             keying_material_export, malformed_packets_ignored, invalid_config_rejected,

@@ -44,11 +44,16 @@ pub enum Capability {
     FalconInHandshake,
     /// FALCON authentication right after the handshake on a reserved stream.
     FalconPostHandshake,
+    /// `close(code, reason)` sends the reason phrase and the peer's phrase is reported
+    /// (s2n-quic sends the code only).
+    CloseReason,
+    /// An endpoint bound as a server can also dial from the same socket.
+    DialFromServer,
 }
 
 impl Capability {
     /// Every capability, in declaration order.
-    pub const ALL: [Capability; 15] = [
+    pub const ALL: [Capability; 17] = [
         Capability::Datagrams,
         Capability::ZeroRtt,
         Capability::Migration,
@@ -64,6 +69,8 @@ impl Capability {
         Capability::KeepAlive,
         Capability::FalconInHandshake,
         Capability::FalconPostHandshake,
+        Capability::CloseReason,
+        Capability::DialFromServer,
     ];
 
     /// A stable snake_case name for reports and JSON.
@@ -84,6 +91,8 @@ impl Capability {
             Capability::KeepAlive => "keep_alive",
             Capability::FalconInHandshake => "falcon_in_handshake",
             Capability::FalconPostHandshake => "falcon_post_handshake",
+            Capability::CloseReason => "close_reason",
+            Capability::DialFromServer => "dial_from_server",
         }
     }
 

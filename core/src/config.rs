@@ -43,8 +43,9 @@ pub struct TransportConfig {
     pub stream_receive_window: u64,
     /// Flow-control window for the whole connection, in bytes.
     pub connection_receive_window: u64,
-    /// Bytes this side buffers for sending across all streams of a connection before
-    /// writes wait.
+    /// Bytes this side buffers for sending before writes wait. Engines scope it
+    /// differently: quinn across all streams of a connection, s2n-quic per stream; each
+    /// backend documents its mapping.
     pub send_window: u64,
     /// `SO_SNDBUF` of the UDP socket, in bytes; `None` leaves the OS default.
     pub socket_send_buffer: Option<usize>,
@@ -95,23 +96,28 @@ impl Default for TransportConfig {
 }
 
 /// Datagram (RFC 9221) settings.
+///
+/// Queue limits count datagrams (as s2n-quic and quiche do; quinn's byte limits are
+/// derived as count times `max_udp_payload`). Which datagram is dropped when a queue is
+/// full is the engine's choice (quinn drops the oldest, s2n-quic and quiche the newest);
+/// datagrams are unreliable either way.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DatagramConfig {
     /// Advertise and accept datagrams.
     pub enabled: bool,
-    /// Bytes of received datagrams buffered before the oldest are dropped.
-    pub receive_buffer: usize,
-    /// Bytes of outgoing datagrams buffered before the oldest are dropped.
-    pub send_buffer: usize,
+    /// Received datagrams queued for `recv_datagram` before further ones are dropped.
+    pub receive_queue: usize,
+    /// Outgoing datagrams queued for sending before further ones are dropped.
+    pub send_queue: usize,
 }
 
 impl Default for DatagramConfig {
     fn default() -> Self {
         DatagramConfig {
             enabled: true,
-            receive_buffer: 1024 * 1024,
-            send_buffer: 1024 * 1024,
+            receive_queue: 1024,
+            send_queue: 1024,
         }
     }
 }
@@ -320,11 +326,18 @@ impl TransportConfig {
                 "must be between initial_max_udp_payload and 65527",
             ));
         }
-        if self.datagrams.enabled && self.datagrams.receive_buffer == 0 {
-            return Err(Error::config(
-                "datagrams.receive_buffer",
-                "must be greater than zero when datagrams are enabled",
-            ));
+        if self.datagrams.enabled {
+            for (field, v) in [
+                ("datagrams.receive_queue", self.datagrams.receive_queue),
+                ("datagrams.send_queue", self.datagrams.send_queue),
+            ] {
+                if v == 0 {
+                    return Err(Error::config(
+                        field,
+                        "must be greater than zero when datagrams are enabled",
+                    ));
+                }
+            }
         }
         Ok(())
     }

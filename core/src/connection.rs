@@ -56,7 +56,9 @@ pub trait Connection: Send + Sync + fmt::Debug {
     fn max_datagram_size(&self) -> Option<usize>;
 
     /// Closes the connection immediately with an application `code` (< 2^62) and
-    /// `reason`; the peer sees [`ConnectionError::ApplicationClosed`] with both. Streams
+    /// `reason`; the peer sees [`ConnectionError::ApplicationClosed`] with both. Backends
+    /// without [`Capability::CloseReason`](crate::Capability) send the code only, and the
+    /// reason in [`ConnectionError::LocallyClosed`] is then empty (what was really sent). Streams
     /// and datagrams in flight are abandoned: finish streams and wait for
     /// [`SendStream::stopped`] first for a graceful end.
     fn close(&self, code: u64, reason: &[u8]);

@@ -14,8 +14,8 @@ use std::time::Duration;
 pub struct ConnectionStats {
     /// Smoothed round-trip time (RFC 9002 section 5.3).
     pub rtt: Duration,
-    /// Minimum round-trip time observed.
-    pub min_rtt: Duration,
+    /// Minimum round-trip time observed, where the engine reports it.
+    pub min_rtt: Option<Duration>,
     /// Current congestion window in bytes.
     pub congestion_window: u64,
     /// Bytes in flight (sent, not yet acknowledged or declared lost), where the engine
@@ -33,8 +33,9 @@ pub struct ConnectionStats {
     pub packets_lost: u64,
     /// Bytes in packets declared lost.
     pub bytes_lost: u64,
-    /// Congestion events (loss or ECN reductions of the window).
-    pub congestion_events: u64,
+    /// Congestion events (loss or ECN reductions of the window), where the engine counts
+    /// them.
+    pub congestion_events: Option<u64>,
     /// Current maximum UDP payload size on the path.
     pub path_mtu: u16,
     /// Stream payload bytes the application wrote.

@@ -50,7 +50,9 @@ pub trait Transport: Send + Sync + fmt::Debug {
 pub enum EndpointRole {
     /// Dials only.
     Client,
-    /// Accepts (and may also dial).
+    /// Accepts. Dials too (from the same socket) where the backend has
+    /// [`Capability::DialFromServer`](crate::Capability); elsewhere `connect` fails with
+    /// [`Error::Unsupported`].
     Server,
 }
 

@@ -151,7 +151,7 @@ impl Connection for QuinnConnection {
         let q = self.inner.stats();
         let mut s = ConnectionStats::default();
         s.rtt = q.path.rtt;
-        s.min_rtt = self.inner.min_rtt();
+        s.min_rtt = Some(self.inner.min_rtt());
         s.congestion_window = q.path.cwnd;
         s.udp_datagrams_sent = q.udp_tx.datagrams;
         s.udp_datagrams_received = q.udp_rx.datagrams;
@@ -159,7 +159,7 @@ impl Connection for QuinnConnection {
         s.udp_bytes_received = q.udp_rx.bytes;
         s.packets_lost = q.path.lost_packets;
         s.bytes_lost = q.path.lost_bytes;
-        s.congestion_events = q.path.congestion_events;
+        s.congestion_events = Some(q.path.congestion_events);
         s.path_mtu = q.path.current_mtu;
         self.counters.fill(&mut s);
         s

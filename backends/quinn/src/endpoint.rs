@@ -209,12 +209,19 @@ fn transport_config(cfg: &TransportConfig) -> Result<quinn::TransportConfig, Err
     // RFC 9000 section 14: every QUIC path carries 1200-byte datagrams.
     .min_mtu(1200)
     .enable_segmentation_offload(cfg.gso)
+    // quinn limits datagram buffers in bytes; STOQ configures counts.
     .datagram_receive_buffer_size(
-        cfg.datagrams
-            .enabled
-            .then_some(cfg.datagrams.receive_buffer),
+        cfg.datagrams.enabled.then_some(
+            cfg.datagrams
+                .receive_queue
+                .saturating_mul(cfg.max_udp_payload as usize),
+        ),
     )
-    .datagram_send_buffer_size(cfg.datagrams.send_buffer);
+    .datagram_send_buffer_size(
+        cfg.datagrams
+            .send_queue
+            .saturating_mul(cfg.max_udp_payload as usize),
+    );
     if cfg.mtu_discovery {
         let mut mtu = quinn::MtuDiscoveryConfig::default();
         mtu.upper_bound(cfg.max_udp_payload);

@@ -52,6 +52,8 @@ pub const CAPABILITIES: Capabilities = Capabilities::from_slice(&[
     Capability::PeerIdentity,
     Capability::StreamPriority,
     Capability::KeepAlive,
+    Capability::CloseReason,
+    Capability::DialFromServer,
 ]);
 
 /// The quinn engine.

@@ -53,6 +53,8 @@ pub static CONTRACTS: &[Contract] = &[
         "stop(code) reaches the peer's writer as that code"),
     contract!(lifecycle::close_code_and_reason, 30,
         "close(code, reason) reaches the peer; closed() resolves on both sides"),
+    contract!(lifecycle::server_endpoint_dials, 30,
+        "a server endpoint dials another from its own socket, or connect says Unsupported"),
     contract!(lifecycle::endpoint_close_reaches_peers, 30,
         "closing an endpoint closes its connections with the code and stops accept()"),
     contract!(lifecycle::idle_timeout_closes_both, 30,

@@ -12,6 +12,16 @@
 //! `on_congestion_event` and `on_packet_discarded` (s2n-quic's model); engines that track
 //! in-flight bytes themselves (quinn) also report it in `on_ack_batch_end`.
 //!
+//! What controllers must tolerate, because engines differ:
+//! * `on_congestion_event` may arrive once per lost packet (s2n-quic) or once per batch
+//!   (quinn); the recovery-period check on `sent_time` makes both react once.
+//! * `on_ack_batch_end` may never be called (s2n-quic has no such event).
+//! * `on_packet_sent` may cover several packets sent in one batch (quinn reports per
+//!   GSO batch).
+//! * Pacing: when `pacing_rate` is `None` the backend paces from window and RTT itself —
+//!   the engine does (quinn), or the adapter does where the engine leaves pacing to the
+//!   controller (s2n-quic's `earliest_departure_time`).
+//!
 //! Built-ins: [`NewReno`] (RFC 9002 section 7) and [`Cubic`] (RFC 9438).
 
 use std::fmt;
