@@ -1,4 +1,6 @@
-//! A bulk transfer over loopback between two processes, goodput measured at the receiver.
+//! A bulk transfer on one connection through STOQ's traits, goodput measured at the
+//! receiver: the protocol the first `stoq-loopback` tool used, kept for callers that want
+//! one transfer without the matrix (the matrix's `bulk` scenario supersedes it).
 //!
 //! Protocol, on one bidirectional stream per run: the client sends `u64` run seed (8 bytes,
 //! big-endian) then the pattern bytes, then FIN. The server verifies every byte as it
@@ -6,7 +8,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
@@ -158,14 +160,9 @@ pub async fn run_once(
     })
 }
 
-/// The configuration the benchmark uses: defaults (1452 B payload pinned, MTU discovery
-/// off, 4 MiB socket buffers) with a generous idle timeout.
+/// The configuration the benchmark uses: [`crate::bench_config`].
 pub fn bench_config() -> TransportConfig {
-    TransportConfig {
-        alpn: vec!["stoq-bench".into()],
-        idle_timeout: Duration::from_secs(60),
-        ..TransportConfig::default()
-    }
+    crate::driver::bench_config()
 }
 
 /// Binds a server endpoint of `backend` on `bind`.
@@ -188,17 +185,7 @@ pub fn bind_client(
 
 /// The median of `values` (mean of the middle two for an even count); `None` when empty.
 pub fn median(values: &[f64]) -> Option<f64> {
-    if values.is_empty() {
-        return None;
-    }
-    let mut v = values.to_vec();
-    v.sort_by(|a, b| a.total_cmp(b));
-    let m = v.len() / 2;
-    Some(if v.len().is_multiple_of(2) {
-        (v[m - 1] + v[m]) / 2.0
-    } else {
-        v[m]
-    })
+    crate::stats::median(values)
 }
 
 #[cfg(test)]
@@ -214,7 +201,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn in_process_run_is_verified_at_the_receiver() {
-        let backend = phoenix::backend(phoenix::DEFAULT_BACKEND).unwrap();
+        let backend: Arc<dyn Backend> = Arc::new(stoq_quinn::QuinnBackend);
         let tls = stoq_crypto::ephemeral_material(&["localhost"]).unwrap();
         let server = bind_server(&backend, "[::1]:0".parse().unwrap(), tls.clone()).unwrap();
         let addr = server.local_addr().unwrap();

@@ -1,16 +1,98 @@
 //! # Phoenix, the STOQ SDK
 //!
+//! Phoenix puts an application on QUIC in a few lines: whole messages, streams,
+//! multiplexed bulk transfers, request/response as a [`tower::Service`], connection
+//! pooling, statistics and network-tier tuning, over whichever STOQ backend is chosen.
+//!
+//! ## Quick start
+//!
+//! ```
+//! # #[tokio::main] async fn main() -> Result<(), phoenix::PhoenixError> {
+//! # let home = tempfile::tempdir().unwrap();
+//! # std::env::set_var("STOQ_HOME", home.path()); // keep this test's certificates out of ~
+//! use phoenix::Phoenix;
+//!
+//! let server = Phoenix::new("my-app").await?;
+//! let listener = server.listen("[::]:0").await?;
+//! let port = listener.local_addr().port();
+//!
+//! let client = Phoenix::new("my-app").await?;
+//! client.send_data(&format!("localhost:{port}"), b"hello, phoenix").await?;
+//!
+//! let message = listener.next_message().await?;
+//! assert_eq!(&message.bytes[..], b"hello, phoenix");
+//! # Ok(()) }
+//! ```
+//!
+//! `Phoenix::new` needs no set-up: certificates come from STOQ's self-managed store
+//! (`$STOQ_HOME/certs`, else e.g. `~/.config/stoq/certs`), where a local development CA is
+//! created and trusted on first use; the ALPN protocol is the application's name. Use
+//! [`Phoenix::builder`] to choose the backend, configuration (or a TOML file),
+//! certificates, congestion controller, network tier and limits.
+//!
+//! ## What is in it
+//! * [`Phoenix`]: dials through a [`Pool`] ([`connect`](Phoenix::connect),
+//!   [`send_data`](Phoenix::send_data)) and listens ([`listen`](Phoenix::listen) gives a
+//!   [`Listener`]).
+//! * [`PhoenixConnection`]: [`send_data`](PhoenixConnection::send_data) /
+//!   [`recv_message`](PhoenixConnection::recv_message) for whole, acknowledged messages;
+//!   [`open_stream`](PhoenixConnection::open_stream) /
+//!   [`accept_stream`](PhoenixConnection::accept_stream) for STOQ's `AsyncRead`/`AsyncWrite`
+//!   streams; [`send_multiplexed`](PhoenixConnection::send_multiplexed) to spread one
+//!   large payload over several streams and connections, reassembled and SHA-256-checked
+//!   at the receiver; [`service`](PhoenixConnection::service) /
+//!   [`serve_requests`](PhoenixConnection::serve_requests) for request/response.
+//! * [`framing`]: the wire formats, and the [`Reassembler`](framing::Reassembler).
+//! * [`stats`](Phoenix::stats): Phoenix's counters (messages, bytes, goodput over the
+//!   active period) with the engine's (RTT, congestion window, losses), per connection and
+//!   in total, serialisable for `--json`.
+//! * [`tier`]: [`NetworkTier`] classification, [`TierProfile`]s and
+//!   [`Phoenix::probe`].
+//!
+//! ## Backends
 //! Phoenix is the only layer that knows every compiled-in backend; everything below it
 //! (`stoq-core`, the backend crates) knows none of the others. Each backend is behind a
-//! cargo feature of this crate (`quinn`, on by default).
-//!
-//! This first part holds the backend registry: pick an engine by name, or list them.
+//! cargo feature of this crate (`quinn`, on by default); [`backend`] picks one by name and
+//! [`backend_names`] lists them.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 use std::sync::Arc;
 
 use stoq_core::{Backend, Error};
+
+mod address;
+mod builder;
+mod connection;
+mod error;
+pub mod framing;
+mod listener;
+mod mux;
+mod phoenix;
+mod pool;
+mod service;
+mod stats;
+pub mod tier;
+
+pub use builder::{CertSource, PhoenixBuilder, DEFAULT_CERT_NAMES, DEFAULT_MAX_MESSAGE_SIZE};
+pub use connection::{Message, PhoenixConnection};
+pub use error::PhoenixError;
+pub use framing::codes;
+pub use listener::Listener;
+pub use mux::MuxOptions;
+pub use phoenix::Phoenix;
+pub use pool::{Pool, PoolConfig, PoolKey, PoolStats};
+pub use service::{serve_requests, PhoenixService, ServeTarget};
+pub use stats::{ConnectionReport, PhoenixStats, SdkStats, TotalStats, TransportTotals};
+pub use tier::{probe, NetworkTier, ProbeReport, TierProfile, TierReport, TierSource};
+
+/// Re-exported so applications name the same types as Phoenix.
+pub use bytes::Bytes;
+/// Re-exported so applications name the same types as Phoenix.
+pub use stoq_core::{
+    CongestionConfig, ConnectionError, ConnectionHandle, RecvStream, SendStream, Side, StreamError,
+    TlsMaterial, TransportConfig,
+};
 
 /// The backend used when none is named.
 pub const DEFAULT_BACKEND: &str = "quinn";

@@ -1,0 +1,187 @@
+//! Drivers: what moves the bytes in a benchmark cell.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use stoq_core::{Backend, Capability, TransportConfig};
+
+use crate::scenario::{Scenario, Workload};
+
+/// The server name both sides use (the leaf certificate covers it).
+pub(crate) const SERVER_NAME: &str = "localhost";
+
+/// The transport settings every QUIC driver uses (STOQ backends and quinn driven
+/// directly): STOQ's defaults — 1452 B UDP payload pinned, MTU discovery off, 8 MiB stream
+/// and 32 MiB connection windows, 32 MiB send window, 4 MiB socket buffers, GSO/GRO,
+/// CUBIC, datagrams on — with ALPN `stoq-bench` and a 60 s idle timeout.
+pub fn bench_config() -> TransportConfig {
+    TransportConfig {
+        alpn: vec!["stoq-bench".into()],
+        idle_timeout: Duration::from_secs(60),
+        ..TransportConfig::default()
+    }
+}
+
+/// A way of moving the bytes of a scenario.
+#[derive(Debug, Clone)]
+pub enum Driver {
+    /// A QUIC engine through STOQ's traits (`Transport`, `Connection`, stream handles).
+    Stoq(Arc<dyn Backend>),
+    /// quinn 0.11's own API, with the same rustls configurations (`stoq_crypto`) and
+    /// transport settings as `stoq-quinn`: the reference for STOQ's framework overhead.
+    QuinnDirect,
+    /// Kernel TCP over loopback (tokio `TcpStream`, `TCP_NODELAY`), no encryption.
+    KernelTcp,
+    /// TLS 1.3 over kernel TCP (tokio-rustls 0.26 with `stoq_crypto`'s rustls configs).
+    TlsTcp,
+}
+
+/// The kind of a [`Driver`], without its backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DriverKind {
+    /// [`Driver::Stoq`].
+    Stoq,
+    /// [`Driver::QuinnDirect`].
+    QuinnDirect,
+    /// [`Driver::KernelTcp`].
+    KernelTcp,
+    /// [`Driver::TlsTcp`].
+    TlsTcp,
+}
+
+impl DriverKind {
+    /// The name used on the server's command line (`--driver`).
+    pub fn arg(self) -> &'static str {
+        match self {
+            DriverKind::Stoq => "stoq",
+            DriverKind::QuinnDirect => "quinn-direct",
+            DriverKind::KernelTcp => "tcp",
+            DriverKind::TlsTcp => "tls-tcp",
+        }
+    }
+
+    /// Parses [`arg`](Self::arg)'s output.
+    pub fn from_arg(s: &str) -> Option<DriverKind> {
+        [
+            DriverKind::Stoq,
+            DriverKind::QuinnDirect,
+            DriverKind::KernelTcp,
+            DriverKind::TlsTcp,
+        ]
+        .into_iter()
+        .find(|k| k.arg() == s)
+    }
+}
+
+/// Whether a driver can run a scenario.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applicability {
+    /// It can; `note` says how the scenario maps onto the driver, where that differs.
+    Runs {
+        /// How the scenario maps onto this driver, if not one to one.
+        note: Option<String>,
+    },
+    /// It cannot, and why (reported as "n/a" in the results).
+    NotApplicable(String),
+}
+
+impl Driver {
+    /// The default set for `backends`: each backend through STOQ, then quinn direct, kernel
+    /// TCP and TLS over TCP.
+    pub fn defaults(backends: impl IntoIterator<Item = Arc<dyn Backend>>) -> Vec<Driver> {
+        let mut v: Vec<Driver> = backends.into_iter().map(Driver::Stoq).collect();
+        v.extend([Driver::QuinnDirect, Driver::KernelTcp, Driver::TlsTcp]);
+        v
+    }
+
+    /// The report's row name: `stoq-<backend>`, `quinn-direct`, `tcp`, `tls-tcp`.
+    pub fn name(&self) -> String {
+        match self {
+            Driver::Stoq(b) => format!("stoq-{}", b.name()),
+            other => other.kind().arg().to_string(),
+        }
+    }
+
+    /// The driver's kind.
+    pub fn kind(&self) -> DriverKind {
+        match self {
+            Driver::Stoq(_) => DriverKind::Stoq,
+            Driver::QuinnDirect => DriverKind::QuinnDirect,
+            Driver::KernelTcp => DriverKind::KernelTcp,
+            Driver::TlsTcp => DriverKind::TlsTcp,
+        }
+    }
+
+    /// The backend's name for [`Driver::Stoq`].
+    pub fn backend_name(&self) -> Option<String> {
+        match self {
+            Driver::Stoq(b) => Some(b.name().to_string()),
+            _ => None,
+        }
+    }
+
+    /// One line for the report.
+    pub fn description(&self) -> String {
+        match self {
+            Driver::Stoq(b) => format!(
+                "the {} engine through STOQ's traits (Transport, Connection, SendStream/RecvStream)",
+                b.name()
+            ),
+            Driver::QuinnDirect => {
+                "quinn 0.11 API used directly, same rustls configs and transport settings".into()
+            }
+            Driver::KernelTcp => "kernel TCP over loopback, TCP_NODELAY, no encryption".into(),
+            Driver::TlsTcp => {
+                "TLS 1.3 over kernel TCP (tokio-rustls, same stoq-crypto rustls configs)".into()
+            }
+        }
+    }
+
+    /// Whether streams are multiplexed on one connection (QUIC) or each stream is its own
+    /// connection (TCP).
+    pub(crate) fn multiplexed(&self) -> bool {
+        matches!(self, Driver::Stoq(_) | Driver::QuinnDirect)
+    }
+
+    /// Whether this driver can run `scenario`, and how.
+    pub fn applicability(&self, scenario: &Scenario) -> Applicability {
+        let tcp = !self.multiplexed();
+        match &scenario.workload {
+            Workload::Datagrams(_) => match self {
+                Driver::KernelTcp | Driver::TlsTcp => Applicability::NotApplicable(
+                    "TCP carries no unreliable datagrams (RFC 9221 is QUIC only)".into(),
+                ),
+                Driver::Stoq(b) if !b.capabilities().contains(Capability::Datagrams) => {
+                    Applicability::NotApplicable(format!(
+                        "the {} backend has no datagram support",
+                        b.name()
+                    ))
+                }
+                _ => Applicability::Runs { note: None },
+            },
+            Workload::Transfer(t) if tcp && t.streams_per_connection > 1 => Applicability::Runs {
+                note: Some(format!(
+                    "TCP has no streams: each of the {} streams is its own {} connection",
+                    t.streams_per_connection * t.connections,
+                    if matches!(self, Driver::TlsTcp) {
+                        "TLS"
+                    } else {
+                        "TCP"
+                    }
+                )),
+            },
+            Workload::Rpc(r) if tcp => Applicability::Runs {
+                note: Some(format!(
+                    "TCP: {} persistent connections, one request in flight on each",
+                    r.concurrency
+                )),
+            },
+            Workload::ConnectColdVsPooled(_) if tcp => Applicability::Runs {
+                note: Some("TCP: pooled = round trip on the live connection".into()),
+            },
+            _ => Applicability::Runs { note: None },
+        }
+    }
+}

@@ -1,0 +1,190 @@
+//! `phoenix bench`: bulk goodput on one connection and one stream, measured and verified
+//! at the receiver; against a loopback server process (default) or a remote `phoenix
+//! serve`.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+
+use stoq_bench::loopback::{self, median, RunReport};
+
+use crate::CliError;
+
+/// Arguments of `phoenix bench`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// A remote `phoenix serve` to measure against; by default a server process is
+    /// started on loopback.
+    #[arg(long)]
+    to: Option<String>,
+    /// Payload per run, in MiB.
+    #[arg(long, default_value_t = 1024)]
+    mib: u64,
+    /// Number of runs (each on a fresh connection); the median is reported.
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+    /// Loopback address (and so address family) of the local server.
+    #[arg(long, default_value = "[::1]:0")]
+    bind: SocketAddr,
+}
+
+/// Arguments of the hidden `phoenix bench-server` (the loopback server process).
+#[derive(clap::Args, Debug)]
+pub struct ServerArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "[::1]:0")]
+    bind: SocketAddr,
+}
+
+/// Serves the benchmark protocol, printing `LISTENING <addr>`; exits when stdin closes.
+pub async fn server(global: &crate::common::Global, args: ServerArgs) -> Result<(), CliError> {
+    let backend = phoenix::backend(&global.backend)?;
+    let tls = cert_material()?;
+    let server = loopback::bind_server(&backend, args.bind, tls)?;
+    println!("LISTENING {}", server.local_addr()?);
+    std::io::stdout()
+        .flush()
+        .map_err(|e| CliError::failed(e.to_string()))?;
+    tokio::select! {
+        r = loopback::serve(server) => r?,
+        _ = tokio::task::spawn_blocking(|| {
+            let mut sink = String::new();
+            while std::io::stdin().read_line(&mut sink).map(|n| n > 0).unwrap_or(false) {}
+        }) => {}
+    }
+    Ok(())
+}
+
+fn cert_material() -> Result<stoq_core::TlsMaterial, CliError> {
+    stoq_crypto_store()
+        .and_then(|s| s.material(&["localhost"]))
+        .map_err(|e| CliError::failed(format!("certificates: {e}")))
+}
+
+fn stoq_crypto_store() -> Result<stoq_crypto::CertStore, stoq_crypto::CryptoError> {
+    stoq_crypto::CertStore::open_default()
+}
+
+/// Kills the server process when the benchmark ends, however it ends.
+struct ServerProcess(Child);
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn_server(backend: &str, args: &Args) -> Result<(ServerProcess, SocketAddr), CliError> {
+    let exe = std::env::current_exe().map_err(|e| CliError::failed(e.to_string()))?;
+    let mut child = Command::new(exe)
+        .args([
+            "bench-server",
+            "--backend",
+            backend,
+            "--bind",
+            &args.bind.to_string(),
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| CliError::failed(format!("starting the server process: {e}")))?;
+    let stdout = child.stdout.take().expect("piped stdout");
+    let child = ServerProcess(child);
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .map_err(|e| CliError::failed(e.to_string()))?;
+    let addr = line
+        .strip_prefix("LISTENING ")
+        .and_then(|a| a.trim().parse().ok())
+        .ok_or_else(|| CliError::failed(format!("server process did not start: {line:?}")))?;
+    Ok((child, addr))
+}
+
+pub async fn run(global: &crate::common::Global, args: Args, json: bool) -> Result<(), CliError> {
+    if args.runs == 0 || args.mib == 0 {
+        return Err(CliError::input("--runs and --mib must be at least 1"));
+    }
+    let backend = phoenix::backend(&global.backend)?;
+    // Create the certificate store before a server process opens it.
+    let tls = cert_material()?;
+    let (_server, addr) = match &args.to {
+        Some(to) => (None, crate::resolve(to).await?),
+        None => {
+            let (child, addr) = spawn_server(&global.backend, &args)?;
+            (Some(child), addr)
+        }
+    };
+    let client = loopback::bind_client(&backend, addr, tls)?;
+    let bytes = args.mib << 20;
+    let bar = crate::progress(!json, args.runs as u64, "runs");
+    let mut runs: Vec<RunReport> = Vec::new();
+    for i in 0..args.runs {
+        let r = loopback::run_once(&client, addr, bytes, 0x5eed_0000 + i as u64)
+            .await
+            .map_err(|e| CliError::failed(format!("run {}: {e}", i + 1)))?;
+        if !r.receiver.verified || r.receiver.bytes != bytes {
+            return Err(CliError::failed(format!(
+                "run {}: receiver got {} of {bytes} bytes, verified={}, {:?}",
+                i + 1,
+                r.receiver.bytes,
+                r.receiver.verified,
+                r.receiver.error
+            )));
+        }
+        if let Some(bar) = &bar {
+            bar.println(format!(
+                "run {}: {:.2} Gbit/s goodput at the receiver ({} MiB in {:.2} s, verified), \
+                 rtt {} us, lost {} packets",
+                i + 1,
+                r.receiver.goodput_bps / 1e9,
+                args.mib,
+                r.receiver.seconds,
+                r.rtt_micros,
+                r.packets_lost
+            ));
+            bar.inc(1);
+        }
+        runs.push(r);
+    }
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    let gbps: Vec<f64> = runs.iter().map(|r| r.receiver.goodput_bps / 1e9).collect();
+    let gb = bytes as f64 / 1e9;
+    let recv_cpu: Vec<f64> = runs.iter().map(|r| r.receiver.cpu_seconds / gb).collect();
+    let send_cpu: Vec<f64> = runs.iter().map(|r| r.sender_cpu_seconds / gb).collect();
+    let rtts: Vec<f64> = runs.iter().map(|r| r.rtt_micros as f64).collect();
+    let med = median(&gbps).unwrap_or(0.0);
+    let min = gbps.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = gbps.iter().copied().fold(0.0, f64::max);
+    if json {
+        let doc = serde_json::json!({
+            "backend": global.backend,
+            "peer": addr.to_string(),
+            "scenario": "bulk, 1 connection, 1 stream",
+            "bytes_per_run": bytes,
+            "goodput_gbps": { "median": med, "min": min, "max": max, "runs": gbps },
+            "receiver_cpu_seconds_per_gb": median(&recv_cpu),
+            "sender_cpu_seconds_per_gb": median(&send_cpu),
+            "rtt_us_median": median(&rtts),
+            "runs": runs,
+        });
+        println!("{}", serde_json::to_string_pretty(&doc).expect("json"));
+    } else {
+        println!(
+            "{}: goodput {:.2} Gbit/s at the receiver (median of {} runs, min {:.2}, max {:.2}); \
+             CPU per GB: receiver {:.2} s, sender {:.2} s; RTT {:.0} us",
+            global.backend,
+            med,
+            runs.len(),
+            min,
+            max,
+            median(&recv_cpu).unwrap_or(0.0),
+            median(&send_cpu).unwrap_or(0.0),
+            median(&rtts).unwrap_or(0.0),
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,128 @@
+//! `phoenix matrix`: every compiled-in backend (and the reference rows: quinn driven
+//! directly, kernel TCP, TLS over TCP) x every scenario, client and server in separate
+//! processes; writes results JSON, a Markdown report and an SVG chart.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use stoq_bench::{report, scenario, Driver, MatrixOptions, Scale};
+
+use crate::CliError;
+
+/// Arguments of `phoenix matrix`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Shrink every scenario (one run each) for a smoke test.
+    #[arg(long)]
+    quick: bool,
+    /// Runs per cell (default: each scenario's own count).
+    #[arg(long)]
+    runs: Option<usize>,
+    /// Only these scenarios (comma-separated names).
+    #[arg(long, value_delimiter = ',')]
+    scenarios: Vec<String>,
+    /// Only these rows (comma-separated: stoq-<backend>, quinn-direct, tcp, tls-tcp).
+    #[arg(long, value_delimiter = ',')]
+    drivers: Vec<String>,
+    /// Directory for results.json, report.md and chart.svg.
+    #[arg(long, default_value = "benches/results")]
+    out: PathBuf,
+    /// Stop starting new cells after this long, e.g. "9m".
+    #[arg(long, value_parser = humantime::parse_duration)]
+    budget: Option<Duration>,
+}
+
+fn bench_err(e: stoq_bench::BenchError) -> CliError {
+    match e {
+        stoq_bench::BenchError::Usage(m) => CliError::input(m),
+        other => CliError::failed(other.to_string()),
+    }
+}
+
+pub async fn run(_global: &crate::common::Global, args: Args, json: bool) -> Result<(), CliError> {
+    let exe = std::env::current_exe().map_err(|e| CliError::failed(e.to_string()))?;
+    let mut options =
+        MatrixOptions::new(vec![OsString::from(exe), OsString::from("matrix-server")]);
+    if args.quick {
+        options = MatrixOptions::quick(options.server_command.clone());
+        options.scale = Scale::Quick;
+    }
+    if let Some(runs) = args.runs {
+        if runs == 0 {
+            return Err(CliError::input("--runs must be at least 1"));
+        }
+        options.runs = Some(runs);
+    }
+    if let Some(b) = args.budget {
+        options.budget = b;
+    }
+    let scenarios = if args.scenarios.is_empty() {
+        scenario::builtin()
+    } else {
+        let names: Vec<&str> = args.scenarios.iter().map(String::as_str).collect();
+        scenario::builtin_named(&names).map_err(bench_err)?
+    };
+    let backends: Vec<Arc<dyn stoq_core::Backend>> = phoenix::backend_names()
+        .into_iter()
+        .map(phoenix::backend)
+        .collect::<Result<_, _>>()?;
+    let mut drivers = Driver::defaults(backends);
+    if !args.drivers.is_empty() {
+        let known: Vec<String> = drivers.iter().map(Driver::name).collect();
+        for d in &args.drivers {
+            if !known.contains(d) {
+                return Err(CliError::input(format!(
+                    "unknown driver {d:?}; available: {}",
+                    known.join(", ")
+                )));
+            }
+        }
+        drivers.retain(|d| args.drivers.contains(&d.name()));
+    }
+    std::fs::create_dir_all(&args.out)
+        .map_err(|e| CliError::input(format!("--out {}: {e}", args.out.display())))?;
+
+    let bar = crate::progress(!json, (drivers.len() * scenarios.len()) as u64, "cells");
+    let results = stoq_bench::run_matrix(&options, drivers, scenarios, |p| {
+        if let Some(bar) = &bar {
+            bar.set_length(p.total as u64);
+            bar.set_position(p.completed as u64);
+            bar.set_message(p.message.clone());
+        }
+    })
+    .await
+    .map_err(bench_err)?;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    let files = report::write_all(&results, &args.out).map_err(bench_err)?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&results).map_err(|e| CliError::failed(e.to_string()))?
+        );
+    } else {
+        println!("{}", report::markdown(&results));
+        println!(
+            "wrote {}, {} and {}",
+            files.json.display(),
+            files.markdown.display(),
+            files.svg.display()
+        );
+    }
+    Ok(())
+}
+
+/// The hidden server process the matrix runner starts.
+pub async fn server(
+    global: &crate::common::Global,
+    cli: stoq_bench::ServerCli,
+) -> Result<(), CliError> {
+    let backend = global.backend.clone();
+    let args = cli
+        .into_args(|| phoenix::backend(&backend))
+        .map_err(bench_err)?;
+    stoq_bench::server_main(args).await.map_err(bench_err)
+}

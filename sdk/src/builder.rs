@@ -1,0 +1,310 @@
+//! [`PhoenixBuilder`]: every part of a [`Phoenix`] chosen explicitly.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use stoq_core::{Backend, CongestionConfig, TlsMaterial, Transport, TransportConfig};
+use stoq_crypto::CertStore;
+
+use crate::phoenix::Phoenix;
+use crate::pool::PoolConfig;
+use crate::tier::NetworkTier;
+use crate::PhoenixError;
+
+/// The largest message (or multiplexed transfer) accepted by default: 64 MiB.
+pub const DEFAULT_MAX_MESSAGE_SIZE: u64 = 64 * 1024 * 1024;
+
+/// The names the default certificate is issued for.
+pub const DEFAULT_CERT_NAMES: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
+
+/// Where a [`Phoenix`] gets its certificates and trust roots.
+#[derive(Clone)]
+#[non_exhaustive]
+pub enum CertSource {
+    /// STOQ's self-managed store at its default place (`$STOQ_HOME/certs`, else e.g.
+    /// `~/.config/stoq/certs`): a local CA, created on first use and trusted, and a leaf
+    /// for the certificate names.
+    DefaultStore,
+    /// STOQ's self-managed store in this directory.
+    Store(PathBuf),
+    /// PEM files: an identity (certificate chain, private key) to accept connections,
+    /// and roots to verify servers against. Either may be absent (a pure client needs no
+    /// identity; a pure server no roots).
+    Pem {
+        /// Certificate chain and key files.
+        identity: Option<(PathBuf, PathBuf)>,
+        /// File of trusted CA certificates.
+        roots: Option<PathBuf>,
+    },
+    /// Ready material (e.g. `stoq_crypto::ephemeral_material` in tests).
+    Material(TlsMaterial),
+}
+
+impl fmt::Debug for CertSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CertSource::DefaultStore => f.write_str("DefaultStore"),
+            CertSource::Store(d) => f.debug_tuple("Store").field(d).finish(),
+            CertSource::Pem { identity, roots } => f
+                .debug_struct("Pem")
+                .field("identity", identity)
+                .field("roots", roots)
+                .finish(),
+            CertSource::Material(_) => f.write_str("Material(..)"),
+        }
+    }
+}
+
+enum BackendChoice {
+    Name(String),
+    Instance(Arc<dyn Backend>),
+}
+
+/// Builds a [`Phoenix`]: backend, transport configuration, certificates, congestion
+/// control, network tier, limits. Start with [`Phoenix::builder`].
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), phoenix::PhoenixError> {
+/// use phoenix::{NetworkTier, Phoenix};
+/// let phoenix = Phoenix::builder()
+///     .app_name("my-app")
+///     .backend("quinn")
+///     .config_file("stoq.toml")
+///     .cert_store("/var/lib/my-app/certs")
+///     .tier(NetworkTier::Performance)
+///     .build()
+///     .await?;
+/// # Ok(()) }
+/// ```
+pub struct PhoenixBuilder {
+    app: Option<String>,
+    backend: BackendChoice,
+    transport: Option<Arc<dyn Transport>>,
+    config: Option<TransportConfig>,
+    config_file: Option<PathBuf>,
+    congestion: Option<CongestionConfig>,
+    certs: CertSource,
+    cert_names: Vec<String>,
+    tier: Option<NetworkTier>,
+    max_message_size: u64,
+    pool: PoolConfig,
+}
+
+impl fmt::Debug for PhoenixBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PhoenixBuilder")
+            .field("app", &self.app)
+            .field("certs", &self.certs)
+            .field("tier", &self.tier)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for PhoenixBuilder {
+    fn default() -> Self {
+        PhoenixBuilder {
+            app: None,
+            backend: BackendChoice::Name(crate::DEFAULT_BACKEND.to_string()),
+            transport: None,
+            config: None,
+            config_file: None,
+            congestion: None,
+            certs: CertSource::DefaultStore,
+            cert_names: DEFAULT_CERT_NAMES.iter().map(|s| s.to_string()).collect(),
+            tier: None,
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            pool: PoolConfig::default(),
+        }
+    }
+}
+
+impl PhoenixBuilder {
+    /// A builder with every default: backend `quinn`, default configuration, the default
+    /// certificate store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The application's name, used as the ALPN protocol (replacing the configuration's
+    /// `alpn`): only peers with the same name connect.
+    pub fn app_name(mut self, name: impl Into<String>) -> Self {
+        self.app = Some(name.into());
+        self
+    }
+
+    /// The backend, by name (see [`backend_names`](crate::backend_names)). An unknown name
+    /// fails in [`build`](Self::build) with [`PhoenixError::UnknownBackend`].
+    pub fn backend(mut self, name: impl Into<String>) -> Self {
+        self.backend = BackendChoice::Name(name.into());
+        self
+    }
+
+    /// The backend, as a value (e.g. one of your own).
+    pub fn backend_impl(mut self, backend: Arc<dyn Backend>) -> Self {
+        self.backend = BackendChoice::Instance(backend);
+        self
+    }
+
+    /// A ready endpoint to dial from, instead of binding one with the backend (listening
+    /// still uses the backend).
+    pub fn transport(mut self, transport: Arc<dyn Transport>) -> Self {
+        self.transport = Some(transport);
+        self
+    }
+
+    /// The transport configuration.
+    pub fn config(mut self, config: TransportConfig) -> Self {
+        self.config = Some(config);
+        self.config_file = None;
+        self
+    }
+
+    /// Loads the transport configuration from a TOML file when building
+    /// ([`TransportConfig::from_toml_file`]); a missing or invalid file fails
+    /// [`build`](Self::build) with [`PhoenixError::Core`] naming it.
+    pub fn config_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.config_file = Some(path.into());
+        self.config = None;
+        self
+    }
+
+    /// The congestion controller (replacing the configuration's).
+    pub fn congestion(mut self, congestion: CongestionConfig) -> Self {
+        self.congestion = Some(congestion);
+        self
+    }
+
+    /// Where certificates come from.
+    pub fn certs(mut self, source: CertSource) -> Self {
+        self.certs = source;
+        self
+    }
+
+    /// STOQ's self-managed certificate store in `dir`.
+    pub fn cert_store(self, dir: impl Into<PathBuf>) -> Self {
+        self.certs(CertSource::Store(dir.into()))
+    }
+
+    /// The identity from PEM files (certificate chain, private key).
+    pub fn pem_identity(mut self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
+        let identity = Some((cert.into(), key.into()));
+        self.certs = match self.certs {
+            CertSource::Pem { roots, .. } => CertSource::Pem { identity, roots },
+            _ => CertSource::Pem {
+                identity,
+                roots: None,
+            },
+        };
+        self
+    }
+
+    /// Trusted CA certificates from a PEM file.
+    pub fn pem_roots(mut self, roots: impl Into<PathBuf>) -> Self {
+        let roots = Some(roots.into());
+        self.certs = match self.certs {
+            CertSource::Pem { identity, .. } => CertSource::Pem { identity, roots },
+            _ => CertSource::Pem {
+                identity: None,
+                roots,
+            },
+        };
+        self
+    }
+
+    /// Ready TLS material.
+    pub fn tls(self, material: TlsMaterial) -> Self {
+        self.certs(CertSource::Material(material))
+    }
+
+    /// The names a store-issued certificate covers (default: `localhost`, `127.0.0.1`,
+    /// `::1`).
+    pub fn cert_names(mut self, names: &[&str]) -> Self {
+        self.cert_names = names.iter().map(|s| s.to_string()).collect();
+        self
+    }
+
+    /// Fixes the network tier: its profile applies at once and
+    /// [`Phoenix::probe`](crate::Phoenix::probe) measures nothing.
+    pub fn tier(mut self, tier: NetworkTier) -> Self {
+        self.tier = Some(tier);
+        self
+    }
+
+    /// The largest message or multiplexed transfer sent or accepted (default 64 MiB).
+    pub fn max_message_size(mut self, bytes: u64) -> Self {
+        self.max_message_size = bytes;
+        self
+    }
+
+    /// Connection pool limits.
+    pub fn pool(mut self, config: PoolConfig) -> Self {
+        self.pool = config;
+        self
+    }
+
+    /// Builds the [`Phoenix`]. Must run inside a tokio runtime.
+    ///
+    /// Fails with [`PhoenixError::UnknownBackend`], [`PhoenixError::Core`] for a missing
+    /// or invalid configuration ([`stoq_core::Error::ConfigFile`] /
+    /// [`stoq_core::Error::Config`]), and [`PhoenixError::Crypto`] when certificates
+    /// cannot be created or loaded.
+    pub async fn build(self) -> Result<Phoenix, PhoenixError> {
+        let backend = match self.backend {
+            BackendChoice::Instance(b) => b,
+            BackendChoice::Name(name) => {
+                crate::backend(&name).map_err(|_| PhoenixError::UnknownBackend {
+                    name,
+                    available: crate::backend_names(),
+                })?
+            }
+        };
+        let mut config = match (self.config, self.config_file) {
+            (_, Some(path)) => TransportConfig::from_toml_file(path)?,
+            (Some(c), None) => c,
+            (None, None) => TransportConfig::default(),
+        };
+        if let Some(app) = &self.app {
+            config.alpn = vec![app.clone()];
+        }
+        if let Some(cc) = self.congestion {
+            config.congestion = cc;
+        }
+        config.validate()?;
+        if self.max_message_size == 0 {
+            return Err(PhoenixError::InvalidOptions(
+                "max_message_size must be at least 1".into(),
+            ));
+        }
+        let names: Vec<&str> = self.cert_names.iter().map(String::as_str).collect();
+        let tls = match self.certs {
+            CertSource::DefaultStore => CertStore::open_default()?.material(&names)?,
+            CertSource::Store(dir) => CertStore::open(dir)?.material(&names)?,
+            CertSource::Pem { identity, roots } => TlsMaterial {
+                identity: match identity {
+                    Some((cert, key)) => Some(stoq_crypto::load_identity(&cert, &key)?),
+                    None => None,
+                },
+                roots: match roots {
+                    Some(path) => stoq_crypto::load_roots(&path)?,
+                    None => Vec::new(),
+                },
+                require_client_auth: false,
+            },
+            CertSource::Material(m) => m,
+        };
+        let app = self
+            .app
+            .unwrap_or_else(|| config.alpn.first().cloned().unwrap_or_default());
+        Ok(Phoenix::from_parts(crate::phoenix::Parts {
+            app,
+            backend,
+            config,
+            tls,
+            transport: self.transport,
+            tier: self.tier,
+            max_message_size: self.max_message_size,
+            pool: self.pool,
+        }))
+    }
+}
