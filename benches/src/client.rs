@@ -312,6 +312,10 @@ fn micros(d: Duration) -> u32 {
     d.as_micros().min(u32::MAX as u128) as u32
 }
 
+fn nanos(d: Duration) -> u64 {
+    d.as_nanos().min(u64::MAX as u128) as u64
+}
+
 async fn rpc(ctx: &Ctx, p: &Rpc) -> RunResult {
     let session = ctx.dialer.connect().await.map_err(e("connect"))?;
     begin(ctx, ctx.seed).await?;
@@ -505,7 +509,18 @@ async fn cold_vs_pooled(ctx: &Ctx, c: &ColdVsPooled) -> RunResult {
     let message = rpc_message(seed, 1, 1);
     let mut resp = [0u8; 1];
     let mut pooled = Vec::with_capacity(c.pooled_iterations);
-    if ctx.multiplexed {
+    // Connect calls alone: a pooled connect is a `connect` that hits the pool (only for
+    // dialers with a pool); a cold connect is a new connection's handshake.
+    let mut pooled_connect = Vec::new();
+    if ctx.dialer.pooled() {
+        for _ in 0..c.pooled_iterations {
+            let t = Instant::now();
+            let s = ctx.dialer.connect().await.map_err(e("pooled connect"))?;
+            pooled_connect.push(nanos(t.elapsed()));
+            rpc_on_new_stream(&*s, &message, seed, &mut resp).await?;
+            pooled.push(micros(t.elapsed()));
+        }
+    } else if ctx.multiplexed {
         for _ in 0..c.pooled_iterations {
             let t = Instant::now();
             rpc_on_new_stream(&*session, &message, seed, &mut resp).await?;
@@ -522,11 +537,15 @@ async fn cold_vs_pooled(ctx: &Ctx, c: &ColdVsPooled) -> RunResult {
     }
     session.close().await;
     let mut cold = Vec::with_capacity(c.cold_iterations);
+    let mut cold_connect = Vec::with_capacity(c.cold_iterations);
     for _ in 0..c.cold_iterations {
         let t = Instant::now();
         let s = ctx.dialer.connect().await.map_err(e("connect"))?;
+        cold_connect.push(nanos(t.elapsed()));
         rpc_on_new_stream(&*s, &message, seed, &mut resp).await?;
         cold.push(micros(t.elapsed()));
+        // Closing makes the next connect cold for pooled dialers too (the pool evicts a
+        // closed connection on lookup).
         s.close().await;
     }
     let report = end(ctx, 0, Duration::ZERO).await?;
@@ -554,6 +573,18 @@ async fn cold_vs_pooled(ctx: &Ctx, c: &ColdVsPooled) -> RunResult {
         "pooled_p99_ms",
         percentile_sorted(&pooled, 99.0).unwrap_or(0) as f64 / 1e3,
     );
+    cold_connect.sort_unstable();
+    let cc = percentile_sorted(&cold_connect, 50.0).unwrap_or(0) as f64 / 1e6;
+    d.push("cold_connect_ms", cc);
+    if !pooled_connect.is_empty() {
+        pooled_connect.sort_unstable();
+        let pc = percentile_sorted(&pooled_connect, 50.0).unwrap_or(0) as f64 / 1e3;
+        d.push("pooled_connect_us", pc);
+        d.push(
+            "connect_cold_over_pooled",
+            if pc > 0.0 { cc * 1e3 / pc } else { f64::NAN },
+        );
+    }
     d.server.push(report);
     Ok(d)
 }

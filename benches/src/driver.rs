@@ -28,6 +28,9 @@ pub fn bench_config() -> TransportConfig {
 pub enum Driver {
     /// A QUIC engine through STOQ's traits (`Transport`, `Connection`, stream handles).
     Stoq(Arc<dyn Backend>),
+    /// An SDK (Phoenix) on top of a backend: connections obtained the way an application
+    /// obtains them, through the SDK's pool. The server side runs the backend through STOQ.
+    Sdk(Arc<dyn ConnectorFactory>),
     /// quinn 0.11's own API, with the same rustls configurations (`stoq_crypto`) and
     /// transport settings as `stoq-quinn`: the reference for STOQ's framework overhead.
     QuinnDirect,
@@ -43,6 +46,8 @@ pub enum Driver {
 pub enum DriverKind {
     /// [`Driver::Stoq`].
     Stoq,
+    /// [`Driver::Sdk`].
+    Sdk,
     /// [`Driver::QuinnDirect`].
     QuinnDirect,
     /// [`Driver::KernelTcp`].
@@ -56,6 +61,7 @@ impl DriverKind {
     pub fn arg(self) -> &'static str {
         match self {
             DriverKind::Stoq => "stoq",
+            DriverKind::Sdk => "sdk",
             DriverKind::QuinnDirect => "quinn-direct",
             DriverKind::KernelTcp => "tcp",
             DriverKind::TlsTcp => "tls-tcp",
@@ -66,6 +72,7 @@ impl DriverKind {
     pub fn from_arg(s: &str) -> Option<DriverKind> {
         [
             DriverKind::Stoq,
+            DriverKind::Sdk,
             DriverKind::QuinnDirect,
             DriverKind::KernelTcp,
             DriverKind::TlsTcp,
@@ -100,6 +107,7 @@ impl Driver {
     pub fn name(&self) -> String {
         match self {
             Driver::Stoq(b) => format!("stoq-{}", b.name()),
+            Driver::Sdk(f) => f.name(),
             other => other.kind().arg().to_string(),
         }
     }
@@ -108,6 +116,7 @@ impl Driver {
     pub fn kind(&self) -> DriverKind {
         match self {
             Driver::Stoq(_) => DriverKind::Stoq,
+            Driver::Sdk(_) => DriverKind::Sdk,
             Driver::QuinnDirect => DriverKind::QuinnDirect,
             Driver::KernelTcp => DriverKind::KernelTcp,
             Driver::TlsTcp => DriverKind::TlsTcp,
@@ -118,6 +127,7 @@ impl Driver {
     pub fn backend_name(&self) -> Option<String> {
         match self {
             Driver::Stoq(b) => Some(b.name().to_string()),
+            Driver::Sdk(f) => Some(f.backend().name().to_string()),
             _ => None,
         }
     }
@@ -129,6 +139,7 @@ impl Driver {
                 "the {} engine through STOQ's traits (Transport, Connection, SendStream/RecvStream)",
                 b.name()
             ),
+            Driver::Sdk(f) => f.description(),
             Driver::QuinnDirect => {
                 "quinn 0.11 API used directly, same rustls configs and transport settings".into()
             }
@@ -142,7 +153,7 @@ impl Driver {
     /// Whether streams are multiplexed on one connection (QUIC) or each stream is its own
     /// connection (TCP).
     pub(crate) fn multiplexed(&self) -> bool {
-        matches!(self, Driver::Stoq(_) | Driver::QuinnDirect)
+        matches!(self, Driver::Stoq(_) | Driver::Sdk(_) | Driver::QuinnDirect)
     }
 
     /// Whether this driver can run `scenario`, and how.
@@ -157,6 +168,12 @@ impl Driver {
                     Applicability::NotApplicable(format!(
                         "the {} backend has no datagram support",
                         b.name()
+                    ))
+                }
+                Driver::Sdk(f) if !f.backend().capabilities().contains(Capability::Datagrams) => {
+                    Applicability::NotApplicable(format!(
+                        "the {} backend has no datagram support",
+                        f.backend().name()
                     ))
                 }
                 _ => Applicability::Runs { note: None },
@@ -184,4 +201,36 @@ impl Driver {
             _ => Applicability::Runs { note: None },
         }
     }
+}
+
+/// Obtains connections the way an application does (through an SDK's connection pool), so
+/// the matrix measures what an application sees, including a pooled connect.
+#[async_trait::async_trait]
+pub trait Connector: Send + Sync {
+    /// A connection to `addr` verified against `server_name`: a live pooled one when there
+    /// is one, else a new one.
+    async fn connect(
+        &self,
+        addr: std::net::SocketAddr,
+        server_name: &str,
+    ) -> Result<stoq_core::ConnectionHandle, String>;
+}
+
+/// Builds a [`Connector`] on a client endpoint the runner bound. Implemented outside this
+/// crate (by the `phoenix` CLI with Phoenix's pool), because this crate must not depend on
+/// the SDK.
+#[async_trait::async_trait]
+pub trait ConnectorFactory: Send + Sync + std::fmt::Debug {
+    /// The report's row name, e.g. `phoenix-quinn`.
+    fn name(&self) -> String;
+    /// One line for the report.
+    fn description(&self) -> String;
+    /// The engine underneath (the server runs it through STOQ).
+    fn backend(&self) -> Arc<dyn Backend>;
+    /// A connector dialling through `transport`, trusting `tls`'s roots.
+    async fn build(
+        &self,
+        transport: Arc<dyn stoq_core::Transport>,
+        tls: stoq_core::TlsMaterial,
+    ) -> Result<Arc<dyn Connector>, String>;
 }

@@ -47,6 +47,17 @@ pub(crate) trait Dialer: Send + Sync {
     async fn connect(&self) -> io::Result<Arc<dyn Session>>;
     /// Closes the client endpoint.
     async fn shutdown(&self);
+    /// Whether `connect` returns pooled connections when a live one exists (then a
+    /// "pooled connect" is a `connect` call that hits the pool).
+    fn pooled(&self) -> bool {
+        false
+    }
+    /// A session for the runner's control messages, never shared with the workload (a
+    /// pooled dialer would otherwise hand the workload the control connection, and the
+    /// workload's `close` would end it).
+    async fn connect_control(&self) -> io::Result<Arc<dyn Session>> {
+        self.connect().await
+    }
 }
 
 /// The client side of `driver`, dialling `addr`.
@@ -60,6 +71,15 @@ pub(crate) fn dialer(
         Driver::Stoq(backend) => Arc::new(StoqDialer {
             transport: backend.bind(EndpointSpec::client(addr, config, tls.clone()))?,
             addr,
+        }),
+        Driver::Sdk(factory) => Arc::new(SdkDialer {
+            factory: factory.clone(),
+            transport: factory
+                .backend()
+                .bind(EndpointSpec::client(addr, config, tls.clone()))?,
+            tls: tls.clone(),
+            addr,
+            connector: tokio::sync::OnceCell::new(),
         }),
         Driver::QuinnDirect => {
             let bind: SocketAddr = if addr.is_ipv6() {
@@ -109,6 +129,48 @@ impl Dialer for StoqDialer {
 
     async fn shutdown(&self) {
         self.transport.close(0, b"bench done").await;
+    }
+}
+
+/// Connections through an SDK's pool ([`crate::driver::Connector`]).
+struct SdkDialer {
+    factory: Arc<dyn crate::driver::ConnectorFactory>,
+    transport: Arc<dyn Transport>,
+    tls: TlsMaterial,
+    addr: SocketAddr,
+    connector: tokio::sync::OnceCell<Arc<dyn crate::driver::Connector>>,
+}
+
+#[async_trait]
+impl Dialer for SdkDialer {
+    async fn connect(&self) -> io::Result<Arc<dyn Session>> {
+        let connector = self
+            .connector
+            .get_or_try_init(|| self.factory.build(self.transport.clone(), self.tls.clone()))
+            .await
+            .map_err(io::Error::other)?;
+        let conn = connector
+            .connect(self.addr, SERVER_NAME)
+            .await
+            .map_err(io::Error::other)?;
+        Ok(Arc::new(StoqSession(conn)))
+    }
+
+    async fn shutdown(&self) {
+        self.transport.close(0, b"bench done").await;
+    }
+
+    fn pooled(&self) -> bool {
+        true
+    }
+
+    async fn connect_control(&self) -> io::Result<Arc<dyn Session>> {
+        let conn = self
+            .transport
+            .connect(self.addr, SERVER_NAME)
+            .await
+            .map_err(io_other)?;
+        Ok(Arc::new(StoqSession(conn)))
     }
 }
 

@@ -116,11 +116,23 @@ pub fn cell_text(cell: &CellResult, scenario: &Scenario) -> String {
             }
             s
         }
-        Workload::ConnectColdVsPooled(_) => format!(
-            "cold {head}; pooled {} ms; cold/pooled {}",
-            med("pooled_ms"),
-            med("cold_over_pooled")
-        ),
+        Workload::ConnectColdVsPooled(_) => {
+            let mut s = format!(
+                "cold {head}; pooled {} ms; cold/pooled {}",
+                med("pooled_ms"),
+                med("cold_over_pooled")
+            );
+            if cell.median("pooled_connect_us").is_some() {
+                let _ = write!(
+                    s,
+                    "; connect alone: cold {} ms, pooled {} us, cold/pooled {}",
+                    med("cold_connect_ms"),
+                    med("pooled_connect_us"),
+                    med("connect_cold_over_pooled")
+                );
+            }
+            s
+        }
         Workload::Datagrams(_) => format!("{head} delivered of {}/s offered", med("offered_per_s")),
     }
 }
@@ -273,28 +285,36 @@ fn connect_section(results: &MatrixResults, out: &mut String) {
     let _ = writeln!(out, "### Connect: cold versus pooled ({})\n", s.name);
     let _ = writeln!(
         out,
-        "Pooled: a 1-byte round trip on a new stream of a live connection (TCP: on the live \
-         connection). Cold: a new connection's full handshake, then the same round trip. \
+        "Round trips: a 1-byte request/response on a new stream of a live connection (TCP: on \
+         the live connection) versus a new connection's full handshake plus the same round \
+         trip. Connect alone: a new connection's handshake versus, for SDK rows, a `connect` \
+         that returns a live connection from the SDK's pool (the pooled-connect target). \
          Medians per run, then median of runs (min–max).\n"
     );
-    let _ = writeln!(out, "| driver | cold | pooled | cold / pooled |");
-    let _ = writeln!(out, "|---|---|---|---|");
+    let _ = writeln!(
+        out,
+        "| driver | cold round trip | pooled round trip | cold / pooled | cold connect | pooled connect | connect cold / pooled |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|");
     for d in &results.drivers {
         let Some(c) = results.cell(&d.name, &s.name) else {
             continue;
         };
         if c.status != CellStatus::Measured {
-            let _ = writeln!(out, "| {} | {} | | |", d.name, cell_text(c, s));
+            let _ = writeln!(out, "| {} | {} | | | | | |", d.name, cell_text(c, s));
             continue;
         }
         let t = |k: &str| metric_text(c, k).unwrap_or_else(|| "-".into());
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} |",
             d.name,
             t("cold_ms"),
             t("pooled_ms"),
-            t("cold_over_pooled")
+            t("cold_over_pooled"),
+            t("cold_connect_ms"),
+            t("pooled_connect_us"),
+            t("connect_cold_over_pooled")
         );
     }
     out.push('\n');
@@ -630,6 +650,9 @@ mod tests {
                         metric("cold_ms", &[2.0, 2.2, 1.9]),
                         metric("pooled_ms", &[0.2, 0.25, 0.2]),
                         metric("cold_over_pooled", &[10.0, 8.8, 9.5]),
+                        metric("cold_connect_ms", &[1.0, 1.1, 0.9]),
+                        metric("pooled_connect_us", &[3.0, 2.5, 3.5]),
+                        metric("connect_cold_over_pooled", &[333.0, 440.0, 257.0]),
                     ],
                 ),
                 cell(
@@ -708,7 +731,8 @@ mod tests {
         assert!(
             md.contains(
                 "| stoq-quinn | 2.28 Gbit/s (2.22–2.47, n=3) | cold 2.00 ms (1.90–2.20, n=3); \
-                 pooled 0.200 ms; cold/pooled 9.50 | 99.5% (99.0–100, n=3) delivered of 50.0k/s offered |"
+                 pooled 0.200 ms; cold/pooled 9.50; connect alone: cold 1.00 ms, pooled 3.00 us, \
+                 cold/pooled 333 | 99.5% (99.0–100, n=3) delivered of 50.0k/s offered |"
             ),
             "{md}"
         );
@@ -739,8 +763,9 @@ mod tests {
             "{md}"
         );
         // Cold versus pooled.
-        assert!(md.contains("| stoq-quinn | 2.00 ms (1.90–2.20, n=3) | 0.200 ms (0.200–0.250, n=3) | 9.50 (8.80–10.0, n=3) |"), "{md}");
-        assert!(md.contains("| tcp | skipped (budget) | | |"), "{md}");
+        assert!(md.contains("| stoq-quinn | 2.00 ms (1.90–2.20, n=3) | 0.200 ms (0.200–0.250, n=3) | 9.50 (8.80–10.0, n=3) | 1.00 ms (0.900–1.10, n=3) | 3.00 us (2.50–3.50, n=3) | 333 (257–440, n=3) |"), "{md}");
+        assert!(md.contains("connect alone: cold 1.00 ms, pooled 3.00 us, cold/pooled 333"), "{md}");
+        assert!(md.contains("| tcp | skipped (budget) | | | | | |"), "{md}");
         // CPU.
         assert!(
             md.contains(

@@ -170,6 +170,13 @@ pub(crate) fn metric_meta(key: &str) -> (String, &'static str, bool) {
         "cold_over_pooled" => ("cold / pooled".into(), "x", false),
         "cold_p99_ms" => ("cold p99".into(), "ms", false),
         "pooled_p99_ms" => ("pooled p99".into(), "ms", false),
+        "cold_connect_ms" => ("cold connect (handshake) alone, median".into(), "ms", false),
+        "pooled_connect_us" => (
+            "pooled connect (pool hit) alone, median".into(),
+            "us",
+            false,
+        ),
+        "connect_cold_over_pooled" => ("connect: cold / pooled".into(), "x", true),
         "delivered_share_pct" => ("delivered".into(), "%", true),
         "delivered_per_s" => ("delivered rate".into(), "dgram/s", true),
         "offered_per_s" => ("offered rate".into(), "dgram/s", true),

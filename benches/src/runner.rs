@@ -406,7 +406,7 @@ impl Live {
         let result = async {
             let dialer = dialer(driver, server.addr, tls)?;
             let control = dialer
-                .connect()
+                .connect_control()
                 .await
                 .map_err(|e| BenchError::io("connecting the control session", e))?;
             if options.warmup {

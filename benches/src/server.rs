@@ -74,7 +74,12 @@ impl ServerCli {
     ) -> Vec<std::ffi::OsString> {
         let mut v: Vec<std::ffi::OsString> = vec![
             "--driver".into(),
-            driver.kind().arg().into(),
+            // SDK rows talk to the plain STOQ server of their backend.
+            match driver.kind() {
+                DriverKind::Sdk => DriverKind::Stoq.arg(),
+                k => k.arg(),
+            }
+            .into(),
             "--bind".into(),
             bind.to_string().into(),
             "--cert-dir".into(),
@@ -100,6 +105,11 @@ impl ServerCli {
         })?;
         let driver = match kind {
             DriverKind::Stoq => Driver::Stoq(backend()?),
+            DriverKind::Sdk => {
+                return Err(BenchError::Usage(
+                    "--driver sdk is client-only; its server is --driver stoq".into(),
+                ))
+            }
             DriverKind::QuinnDirect => Driver::QuinnDirect,
             DriverKind::KernelTcp => Driver::KernelTcp,
             DriverKind::TlsTcp => Driver::TlsTcp,
@@ -161,6 +171,12 @@ impl Server {
             Driver::Stoq(backend) => {
                 Server::Stoq(backend.bind(EndpointSpec::server(bind, config, tls.clone()))?)
             }
+            // An SDK row's server is its backend's plain STOQ server.
+            Driver::Sdk(f) => Server::Stoq(f.backend().bind(EndpointSpec::server(
+                bind,
+                config,
+                tls.clone(),
+            ))?),
             Driver::QuinnDirect => Server::Quinn(quinn_endpoint(
                 bind,
                 &config,

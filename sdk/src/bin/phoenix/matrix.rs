@@ -68,7 +68,12 @@ pub async fn run(_global: &crate::common::Global, args: Args, json: bool) -> Res
         .into_iter()
         .map(phoenix::backend)
         .collect::<Result<_, _>>()?;
+    let sdk_row = Driver::Sdk(Arc::new(PhoenixRow(phoenix::backend(
+        phoenix::DEFAULT_BACKEND,
+    )?)));
     let mut drivers = Driver::defaults(backends);
+    // The SDK on the default backend: what an application sees, including pooled connects.
+    drivers.insert(1, sdk_row);
     if !args.drivers.is_empty() {
         let known: Vec<String> = drivers.iter().map(Driver::name).collect();
         for d in &args.drivers {
@@ -125,4 +130,60 @@ pub async fn server(
         .into_args(|| phoenix::backend(&backend))
         .map_err(bench_err)?;
     stoq_bench::server_main(args).await.map_err(bench_err)
+}
+
+/// The matrix row for the Phoenix SDK: connections come from Phoenix's pool.
+#[derive(Debug)]
+struct PhoenixRow(Arc<dyn stoq_core::Backend>);
+
+struct PhoenixConnector(phoenix::Phoenix);
+
+#[async_trait::async_trait]
+impl stoq_bench::driver::Connector for PhoenixConnector {
+    async fn connect(
+        &self,
+        addr: std::net::SocketAddr,
+        server_name: &str,
+    ) -> Result<stoq_core::ConnectionHandle, String> {
+        let conn = self
+            .0
+            .connect_addr(addr, server_name)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(conn.connection().clone())
+    }
+}
+
+#[async_trait::async_trait]
+impl stoq_bench::driver::ConnectorFactory for PhoenixRow {
+    fn name(&self) -> String {
+        format!("phoenix-{}", self.0.name())
+    }
+
+    fn description(&self) -> String {
+        format!(
+            "the Phoenix SDK on {}: connections from Phoenix's pool, streams through STOQ",
+            self.0.name()
+        )
+    }
+
+    fn backend(&self) -> Arc<dyn stoq_core::Backend> {
+        self.0.clone()
+    }
+
+    async fn build(
+        &self,
+        transport: Arc<dyn stoq_core::Transport>,
+        tls: stoq_core::TlsMaterial,
+    ) -> Result<Arc<dyn stoq_bench::driver::Connector>, String> {
+        let phoenix = phoenix::Phoenix::builder()
+            .backend_impl(self.0.clone())
+            .transport(transport)
+            .config(stoq_bench::bench_config())
+            .tls(tls)
+            .build()
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(Arc::new(PhoenixConnector(phoenix)))
+    }
 }
