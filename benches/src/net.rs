@@ -251,53 +251,8 @@ impl Session for QuinnSession {
 /// quinn's transport configuration from STOQ's, as `stoq-quinn` builds it (windows,
 /// pinned MTU, GSO, datagram buffers, the engine's CUBIC).
 pub fn quinn_transport(cfg: &TransportConfig) -> Result<quinn::TransportConfig, BenchError> {
-    let varint = |field: &str, v: u64| {
-        quinn::VarInt::from_u64(v).map_err(|_| BenchError::Usage(format!("{field} too large")))
-    };
-    let mut t = quinn::TransportConfig::default();
-    t.max_concurrent_bidi_streams(varint(
-        "max_concurrent_bidi_streams",
-        cfg.max_concurrent_bidi_streams,
-    )?)
-    .max_concurrent_uni_streams(varint(
-        "max_concurrent_uni_streams",
-        cfg.max_concurrent_uni_streams,
-    )?)
-    .max_idle_timeout(Some(
-        quinn::IdleTimeout::try_from(cfg.idle_timeout)
-            .map_err(|_| BenchError::Usage("idle_timeout too large".into()))?,
-    ))
-    .keep_alive_interval(cfg.keep_alive_interval)
-    .stream_receive_window(varint("stream_receive_window", cfg.stream_receive_window)?)
-    .receive_window(varint(
-        "connection_receive_window",
-        cfg.connection_receive_window,
-    )?)
-    .send_window(cfg.send_window)
-    .initial_mtu(cfg.initial_max_udp_payload)
-    .min_mtu(1200)
-    .enable_segmentation_offload(cfg.gso)
-    .datagram_receive_buffer_size(
-        cfg.datagrams.enabled.then_some(
-            cfg.datagrams
-                .receive_queue
-                .saturating_mul(cfg.max_udp_payload as usize),
-        ),
-    )
-    .datagram_send_buffer_size(
-        cfg.datagrams
-            .send_queue
-            .saturating_mul(cfg.max_udp_payload as usize),
-    )
-    .congestion_controller_factory(Arc::new(quinn::congestion::CubicConfig::default()));
-    if cfg.mtu_discovery {
-        let mut mtu = quinn::MtuDiscoveryConfig::default();
-        mtu.upper_bound(cfg.max_udp_payload);
-        t.mtu_discovery_config(Some(mtu));
-    } else {
-        t.mtu_discovery_config(None);
-    }
-    Ok(t)
+    // The very function stoq-quinn uses, so both rows run identical quinn settings.
+    Ok(stoq_quinn::transport_config(cfg)?)
 }
 
 /// quinn's client configuration: `stoq_crypto::client_config` plus [`quinn_transport`].
@@ -332,26 +287,7 @@ pub fn quinn_endpoint(
     cfg: &TransportConfig,
     server: Option<quinn::ServerConfig>,
 ) -> Result<quinn::Endpoint, BenchError> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let ctx = |what: &str| format!("{what} UDP socket {bind}");
-    let socket = Socket::new(Domain::for_address(bind), Type::DGRAM, Some(Protocol::UDP))
-        .map_err(|e| BenchError::io(ctx("creating"), e))?;
-    if bind.is_ipv6() {
-        let _ = socket.set_only_v6(false);
-    }
-    if let Some(n) = cfg.socket_send_buffer {
-        socket
-            .set_send_buffer_size(n)
-            .map_err(|e| BenchError::io(ctx("sizing send buffer of"), e))?;
-    }
-    if let Some(n) = cfg.socket_receive_buffer {
-        socket
-            .set_recv_buffer_size(n)
-            .map_err(|e| BenchError::io(ctx("sizing receive buffer of"), e))?;
-    }
-    socket
-        .bind(&bind.into())
-        .map_err(|e| BenchError::io(ctx("binding"), e))?;
+    let socket = stoq_quinn::bind_socket(bind, cfg)?;
     let mut endpoint_config = quinn::EndpointConfig::default();
     endpoint_config
         .max_udp_payload_size(cfg.max_udp_payload)
@@ -359,7 +295,7 @@ pub fn quinn_endpoint(
     quinn::Endpoint::new(
         endpoint_config,
         server,
-        socket.into(),
+        socket,
         Arc::new(quinn::TokioRuntime),
     )
     .map_err(|e| BenchError::io(format!("starting quinn endpoint on {bind}"), e))

@@ -180,8 +180,10 @@ async fn accept_loop(
     }
 }
 
-/// Builds quinn's transport config from STOQ's.
-fn transport_config(cfg: &TransportConfig) -> Result<quinn::TransportConfig, Error> {
+/// quinn's transport config for STOQ's: the exact settings every STOQ quinn endpoint uses
+/// (exported so a benchmark driving quinn directly uses the same ones, keeping the
+/// framework-overhead ratio honest).
+pub fn transport_config(cfg: &TransportConfig) -> Result<quinn::TransportConfig, Error> {
     let varint = |field: &str, v: u64| {
         quinn::VarInt::from_u64(v).map_err(|_| Error::config(field, "must be below 2^62"))
     };
@@ -258,8 +260,9 @@ fn transport_config(cfg: &TransportConfig) -> Result<quinn::TransportConfig, Err
     Ok(t)
 }
 
-/// Binds the UDP socket: dual-stack for `[::]`, buffer sizes as configured.
-fn bind_socket(addr: SocketAddr, cfg: &TransportConfig) -> Result<std::net::UdpSocket, Error> {
+/// Binds a UDP socket as STOQ's quinn endpoints do: dual-stack for `[::]`, buffer sizes as
+/// configured.
+pub fn bind_socket(addr: SocketAddr, cfg: &TransportConfig) -> Result<std::net::UdpSocket, Error> {
     use socket2::{Domain, Protocol, Socket, Type};
     let ctx = |what: &str| format!("{what} UDP socket {addr}");
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))
