@@ -764,7 +764,10 @@ mod tests {
         );
         // Cold versus pooled.
         assert!(md.contains("| stoq-quinn | 2.00 ms (1.90–2.20, n=3) | 0.200 ms (0.200–0.250, n=3) | 9.50 (8.80–10.0, n=3) | 1.00 ms (0.900–1.10, n=3) | 3.00 us (2.50–3.50, n=3) | 333 (257–440, n=3) |"), "{md}");
-        assert!(md.contains("connect alone: cold 1.00 ms, pooled 3.00 us, cold/pooled 333"), "{md}");
+        assert!(
+            md.contains("connect alone: cold 1.00 ms, pooled 3.00 us, cold/pooled 333"),
+            "{md}"
+        );
         assert!(md.contains("| tcp | skipped (budget) | | | | | |"), "{md}");
         // CPU.
         assert!(

@@ -27,6 +27,7 @@ use stoq_core::{
 };
 
 mod contracts;
+pub mod interop;
 pub mod util;
 
 pub use contracts::CONTRACTS;

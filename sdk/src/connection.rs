@@ -39,6 +39,17 @@ pub(crate) struct Ctx {
     pub(crate) retired: Mutex<TransportTotals>,
     next_id: AtomicU64,
     next_lane: AtomicU64,
+    /// Incoming unidirectional streams being read right now.
+    incoming: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// Counts one incoming stream being read, until dropped.
+pub(crate) struct IncomingGuard(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for IncomingGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 impl Ctx {
@@ -51,7 +62,20 @@ impl Ctx {
             retired: Mutex::default(),
             next_id: AtomicU64::new(1),
             next_lane: AtomicU64::new(1),
+            incoming: Arc::default(),
         }
+    }
+
+    /// Marks an incoming stream as being read until the guard drops.
+    pub(crate) fn reading(&self) -> IncomingGuard {
+        self.incoming
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        IncomingGuard(self.incoming.clone())
+    }
+
+    /// Incoming streams being read right now.
+    pub(crate) fn reading_now(&self) -> usize {
+        self.incoming.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// The live connections.
@@ -650,6 +674,7 @@ async fn read_exact(recv: &mut RecvStream, buf: &mut [u8]) -> Result<usize, Stre
 
 async fn handle_uni(d: Dispatch, from: SocketAddr, mut recv: RecvStream) {
     let _active = d.meter.activity();
+    let _reading = d.ctx.reading();
     let mut kind = [0u8; 1];
     // A stream that ends or is reset before its kind byte promised nothing: ignore it.
     if !matches!(read_exact(&mut recv, &mut kind).await, Ok(1)) {

@@ -104,6 +104,8 @@ pub fn backend_names() -> Vec<&'static str> {
     let mut names = Vec::new();
     #[cfg(feature = "quinn")]
     names.push("quinn");
+    #[cfg(feature = "s2n")]
+    names.push("s2n");
     names
 }
 
@@ -113,6 +115,8 @@ pub fn backend(name: &str) -> Result<Arc<dyn Backend>, Error> {
     match name {
         #[cfg(feature = "quinn")]
         "quinn" => Ok(Arc::new(stoq_quinn::QuinnBackend)),
+        #[cfg(feature = "s2n")]
+        "s2n" => Ok(Arc::new(stoq_s2n::S2nBackend)),
         _ => Err(Error::config(
             "backend",
             format!(

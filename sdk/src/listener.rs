@@ -29,7 +29,11 @@ struct ListenerShared {
     closed: AtomicBool,
     next: AtomicUsize,
     accept_task: Mutex<Option<AbortHandle>>,
+    ctx: Arc<Ctx>,
 }
+
+/// How long [`Listener::close`] lets messages already being read reach the queue.
+const CLOSE_DRAIN: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Drop for ListenerShared {
     fn drop(&mut self) {
@@ -76,6 +80,7 @@ impl Listener {
             closed: AtomicBool::new(false),
             next: AtomicUsize::new(0),
             accept_task: Mutex::default(),
+            ctx: ctx.clone(),
         });
         let task = tokio::spawn(accept_loop(transport, ctx, Arc::downgrade(&shared)));
         *shared.accept_task.lock().expect("task lock") = Some(task.abort_handle());
@@ -210,6 +215,18 @@ impl Listener {
             t.abort();
         }
         self.shared.queue.lock().expect("queue lock").clear();
+        // A sender is told a message was delivered once the peer's QUIC stack acknowledged
+        // it; let messages whose bytes have arrived finish reaching the queue (bounded)
+        // before the connections close, so none of those is lost.
+        // The first pause also lets a stream whose data just arrived be accepted and
+        // counted before the counter is read.
+        let deadline = tokio::time::Instant::now() + CLOSE_DRAIN;
+        loop {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            if self.shared.ctx.reading_now() == 0 || tokio::time::Instant::now() >= deadline {
+                break;
+            }
+        }
         self.shared.transport.close(0, b"listener closed").await;
         self.shared.notify.notify_waiters();
     }

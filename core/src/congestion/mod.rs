@@ -15,7 +15,9 @@
 //! What controllers must tolerate, because engines differ:
 //! * `on_congestion_event` may arrive once per lost packet (s2n-quic) or once per batch
 //!   (quinn); the recovery-period check on `sent_time` makes both react once.
-//! * `on_ack_batch_end` may never be called (s2n-quic has no such event).
+//! * `on_ack_batch_end` may carry no in-flight count (`None`: s2n-quic has no batch-end
+//!   event; its adapter calls it after each aggregated ACK) and may never be called by a
+//!   user's own backend.
 //! * `on_packet_sent` may cover several packets sent in one batch (quinn reports per
 //!   GSO batch).
 //! * Pacing: when `pacing_rate` is `None` the backend paces from window and RTT itself —

@@ -13,9 +13,95 @@ pub struct Args {
     /// Run only contracts whose name contains this text.
     #[arg(long)]
     only: Option<String>,
+    /// Instead of the contracts, run the interoperability matrix: every ordered pair of
+    /// compiled-in backends (handshake, echo, 64 MiB with a SHA-256 check, close code and
+    /// reason).
+    #[arg(long, conflicts_with_all = ["only", "server_backend"])]
+    interop: bool,
+}
+
+async fn interop(json: bool) -> Result<(), CliError> {
+    let names = phoenix::backend_names();
+    let bar = crate::progress(!json, (names.len() * names.len()) as u64, "pairs");
+    let mut rows = Vec::new();
+    for client in &names {
+        for server in &names {
+            if let Some(bar) = &bar {
+                bar.set_message(format!("{client} -> {server}"));
+            }
+            let harness = stoq_conformance::Harness::pair(
+                phoenix::backend(client)?,
+                phoenix::backend(server)?,
+            );
+            let result = tokio::time::timeout(
+                std::time::Duration::from_secs(180),
+                stoq_conformance::interop::interop(harness),
+            )
+            .await;
+            let (ok, detail) = match result {
+                Ok(Ok(r)) => (
+                    true,
+                    format!(
+                        "ok ({} MiB verified, {:.0} Mbit/s{})",
+                        r.transfer_bytes >> 20,
+                        r.transfer_mbps,
+                        if r.close_reason_checked {
+                            ""
+                        } else {
+                            ", close code only"
+                        }
+                    ),
+                ),
+                Ok(Err(f)) => (false, format!("FAIL: {f}")),
+                Err(_) => (false, "FAIL: did not finish within 180 s".into()),
+            };
+            rows.push(serde_json::json!({
+                "client": client, "server": server, "ok": ok, "detail": detail,
+            }));
+            if let Some(bar) = &bar {
+                bar.inc(1);
+            }
+        }
+    }
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    let failed = rows.iter().filter(|r| r["ok"] == false).count();
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({ "pairs": rows, "failed": failed }))
+                .expect("json")
+        );
+    } else {
+        println!("interoperability: rows are clients, columns servers\n");
+        println!("| client \\ server | {} |", names.join(" | "));
+        println!("|---|{}", "---|".repeat(names.len()));
+        for client in &names {
+            let cells: Vec<String> = names
+                .iter()
+                .map(|server| {
+                    rows.iter()
+                        .find(|r| r["client"] == *client && r["server"] == *server)
+                        .and_then(|r| r["detail"].as_str())
+                        .unwrap_or("-")
+                        .to_string()
+                })
+                .collect();
+            println!("| {client} | {} |", cells.join(" | "));
+        }
+    }
+    if failed > 0 {
+        Err(CliError::failed(format!("{failed} pair(s) failed")))
+    } else {
+        Ok(())
+    }
 }
 
 pub async fn run(global: &crate::common::Global, args: Args, json: bool) -> Result<(), CliError> {
+    if args.interop {
+        return interop(json).await;
+    }
     // The client backend is the global --backend.
     let client = phoenix::backend(&global.backend)?;
     let server = match &args.server_backend {
