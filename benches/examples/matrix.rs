@@ -1,6 +1,6 @@
 //! Runs the benchmark matrix without the `phoenix` CLI (which is the supported front end:
-//! `phoenix bench`). Uses quinn as the only STOQ backend and `stoq-bench-server` (built
-//! next to this example) as the server process.
+//! `phoenix bench`). Uses quinn and s2n as the STOQ backends and `stoq-bench-server`
+//! (built next to this example) as the server process.
 //!
 //! ```sh
 //! cargo build --release -p stoq-bench --bins --examples
@@ -24,7 +24,8 @@ struct Args {
     /// Comma-separated scenario names (default: all built-in).
     #[arg(long, value_delimiter = ',')]
     scenarios: Vec<String>,
-    /// Comma-separated driver names: stoq-quinn, quinn-direct, tcp, tls-tcp (default: all).
+    /// Comma-separated driver names: stoq-quinn, stoq-s2n, quinn-direct, s2n-direct, tcp,
+    /// tls-tcp (default: all).
     #[arg(long, value_delimiter = ',')]
     drivers: Vec<String>,
     /// Runs per cell (default: each scenario's own).
@@ -72,7 +73,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let names: Vec<&str> = args.scenarios.iter().map(String::as_str).collect();
         scenario::builtin_named(&names)?
     };
-    let mut drivers = Driver::defaults([Arc::new(stoq_quinn::QuinnBackend) as Arc<dyn Backend>]);
+    let mut drivers = Driver::defaults([
+        Arc::new(stoq_quinn::QuinnBackend) as Arc<dyn Backend>,
+        Arc::new(stoq_s2n::S2nBackend),
+    ]);
     if !args.drivers.is_empty() {
         drivers.retain(|d| args.drivers.contains(&d.name()));
     }

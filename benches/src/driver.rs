@@ -11,7 +11,7 @@ use crate::scenario::{Scenario, Workload};
 /// The server name both sides use (the leaf certificate covers it).
 pub(crate) const SERVER_NAME: &str = "localhost";
 
-/// The transport settings every QUIC driver uses (STOQ backends and quinn driven
+/// The transport settings every QUIC driver uses (STOQ backends, quinn and s2n-quic driven
 /// directly): STOQ's defaults — 1452 B UDP payload pinned, MTU discovery off, 8 MiB stream
 /// and 32 MiB connection windows, 32 MiB send window, 4 MiB socket buffers, GSO/GRO,
 /// CUBIC, datagrams on — with ALPN `stoq-bench` and a 60 s idle timeout.
@@ -34,6 +34,10 @@ pub enum Driver {
     /// quinn 0.11's own API, with the same rustls configurations (`stoq_crypto`) and
     /// transport settings as `stoq-quinn`: the reference for STOQ's framework overhead.
     QuinnDirect,
+    /// s2n-quic 1.91's own API, with the same rustls configurations (`stoq_crypto`) and
+    /// transport settings as `stoq-s2n` (its providers, [`stoq_s2n::EngineProviders`]):
+    /// the reference for STOQ's framework overhead on s2n-quic ([`crate::s2n_direct`]).
+    S2nDirect,
     /// Kernel TCP over loopback (tokio `TcpStream`, `TCP_NODELAY`), no encryption.
     KernelTcp,
     /// TLS 1.3 over kernel TCP (tokio-rustls 0.26 with `stoq_crypto`'s rustls configs).
@@ -50,6 +54,8 @@ pub enum DriverKind {
     Sdk,
     /// [`Driver::QuinnDirect`].
     QuinnDirect,
+    /// [`Driver::S2nDirect`].
+    S2nDirect,
     /// [`Driver::KernelTcp`].
     KernelTcp,
     /// [`Driver::TlsTcp`].
@@ -63,6 +69,7 @@ impl DriverKind {
             DriverKind::Stoq => "stoq",
             DriverKind::Sdk => "sdk",
             DriverKind::QuinnDirect => "quinn-direct",
+            DriverKind::S2nDirect => "s2n-direct",
             DriverKind::KernelTcp => "tcp",
             DriverKind::TlsTcp => "tls-tcp",
         }
@@ -74,6 +81,7 @@ impl DriverKind {
             DriverKind::Stoq,
             DriverKind::Sdk,
             DriverKind::QuinnDirect,
+            DriverKind::S2nDirect,
             DriverKind::KernelTcp,
             DriverKind::TlsTcp,
         ]
@@ -95,15 +103,21 @@ pub enum Applicability {
 }
 
 impl Driver {
-    /// The default set for `backends`: each backend through STOQ, then quinn direct, kernel
-    /// TCP and TLS over TCP.
+    /// The default set for `backends`: each backend through STOQ, then quinn direct, s2n
+    /// direct, kernel TCP and TLS over TCP.
     pub fn defaults(backends: impl IntoIterator<Item = Arc<dyn Backend>>) -> Vec<Driver> {
         let mut v: Vec<Driver> = backends.into_iter().map(Driver::Stoq).collect();
-        v.extend([Driver::QuinnDirect, Driver::KernelTcp, Driver::TlsTcp]);
+        v.extend([
+            Driver::QuinnDirect,
+            Driver::S2nDirect,
+            Driver::KernelTcp,
+            Driver::TlsTcp,
+        ]);
         v
     }
 
-    /// The report's row name: `stoq-<backend>`, `quinn-direct`, `tcp`, `tls-tcp`.
+    /// The report's row name: `stoq-<backend>`, `quinn-direct`, `s2n-direct`, `tcp`,
+    /// `tls-tcp`.
     pub fn name(&self) -> String {
         match self {
             Driver::Stoq(b) => format!("stoq-{}", b.name()),
@@ -118,6 +132,7 @@ impl Driver {
             Driver::Stoq(_) => DriverKind::Stoq,
             Driver::Sdk(_) => DriverKind::Sdk,
             Driver::QuinnDirect => DriverKind::QuinnDirect,
+            Driver::S2nDirect => DriverKind::S2nDirect,
             Driver::KernelTcp => DriverKind::KernelTcp,
             Driver::TlsTcp => DriverKind::TlsTcp,
         }
@@ -143,6 +158,9 @@ impl Driver {
             Driver::QuinnDirect => {
                 "quinn 0.11 API used directly, same rustls configs and transport settings".into()
             }
+            Driver::S2nDirect => {
+                "s2n-quic's own API, same rustls configs and transport settings as stoq-s2n".into()
+            }
             Driver::KernelTcp => "kernel TCP over loopback, TCP_NODELAY, no encryption".into(),
             Driver::TlsTcp => {
                 "TLS 1.3 over kernel TCP (tokio-rustls, same stoq-crypto rustls configs)".into()
@@ -153,7 +171,10 @@ impl Driver {
     /// Whether streams are multiplexed on one connection (QUIC) or each stream is its own
     /// connection (TCP).
     pub(crate) fn multiplexed(&self) -> bool {
-        matches!(self, Driver::Stoq(_) | Driver::Sdk(_) | Driver::QuinnDirect)
+        matches!(
+            self,
+            Driver::Stoq(_) | Driver::Sdk(_) | Driver::QuinnDirect | Driver::S2nDirect
+        )
     }
 
     /// Whether this driver can run `scenario`, and how.
@@ -176,6 +197,13 @@ impl Driver {
                         f.backend().name()
                     ))
                 }
+                Driver::S2nDirect => Applicability::Runs {
+                    note: Some(
+                        "s2n-quic's default datagram provider (STOQ's queue sizes; a full send \
+                         queue drops its oldest datagram), not stoq-s2n's"
+                            .into(),
+                    ),
+                },
                 _ => Applicability::Runs { note: None },
             },
             Workload::Transfer(t) if tcp && t.streams_per_connection > 1 => Applicability::Runs {
@@ -233,4 +261,117 @@ pub trait ConnectorFactory: Send + Sync + std::fmt::Debug {
         transport: Arc<dyn stoq_core::Transport>,
         tls: stoq_core::TlsMaterial,
     ) -> Result<Arc<dyn Connector>, String>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ServerCli;
+
+    const KINDS: [DriverKind; 6] = [
+        DriverKind::Stoq,
+        DriverKind::Sdk,
+        DriverKind::QuinnDirect,
+        DriverKind::S2nDirect,
+        DriverKind::KernelTcp,
+        DriverKind::TlsTcp,
+    ];
+
+    #[test]
+    fn kinds_round_trip_through_their_args() {
+        for k in KINDS {
+            assert_eq!(DriverKind::from_arg(k.arg()), Some(k));
+        }
+        // The results' JSON spells the direct rows' kinds as their command-line names.
+        for k in [DriverKind::QuinnDirect, DriverKind::S2nDirect] {
+            assert_eq!(
+                serde_json::to_string(&k).unwrap(),
+                format!("\"{}\"", k.arg())
+            );
+        }
+        assert_eq!(
+            DriverKind::from_arg("s2n-direct"),
+            Some(DriverKind::S2nDirect)
+        );
+        assert_eq!(DriverKind::from_arg("s2n"), None);
+    }
+
+    #[test]
+    fn defaults_put_each_direct_reference_after_the_stoq_rows() {
+        let drivers = Driver::defaults([
+            Arc::new(stoq_quinn::QuinnBackend) as Arc<dyn Backend>,
+            Arc::new(stoq_s2n::S2nBackend),
+        ]);
+        let names: Vec<String> = drivers.iter().map(Driver::name).collect();
+        assert_eq!(
+            names,
+            [
+                "stoq-quinn",
+                "stoq-s2n",
+                "quinn-direct",
+                "s2n-direct",
+                "tcp",
+                "tls-tcp"
+            ]
+        );
+        let s2n = &drivers[3];
+        assert_eq!(s2n.kind(), DriverKind::S2nDirect);
+        assert_eq!(s2n.backend_name(), None);
+        assert!(s2n.multiplexed());
+        assert_eq!(
+            s2n.description(),
+            "s2n-quic's own API, same rustls configs and transport settings as stoq-s2n"
+        );
+    }
+
+    #[test]
+    fn the_direct_rows_run_every_scenario_streams_on_one_connection() {
+        for s in crate::scenario::builtin() {
+            for d in [Driver::QuinnDirect, Driver::S2nDirect] {
+                let Applicability::Runs { note } = d.applicability(&s) else {
+                    panic!("{} cannot run {}", d.name(), s.name);
+                };
+                match (&d, &s.workload) {
+                    (Driver::S2nDirect, Workload::Datagrams(_)) => {
+                        let note = note.expect("says which datagram provider");
+                        assert!(note.contains("default datagram provider"), "{note}");
+                    }
+                    _ => assert_eq!(note, None, "{} x {}", d.name(), s.name),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_server_command_line_names_the_s2n_direct_driver() {
+        let args = ServerCli::to_args(
+            &Driver::S2nDirect,
+            "[::1]:0".parse().unwrap(),
+            std::path::Path::new("/certs"),
+        );
+        let args: Vec<String> = args
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            args,
+            [
+                "--driver",
+                "s2n-direct",
+                "--bind",
+                "[::1]:0",
+                "--cert-dir",
+                "/certs"
+            ]
+        );
+        let cli = ServerCli {
+            driver: "s2n-direct".into(),
+            bind: "[::1]:0".parse().unwrap(),
+            cert_dir: "/certs".into(),
+        };
+        let parsed = cli
+            .into_args(|| panic!("no backend for a direct driver"))
+            .unwrap();
+        assert_eq!(parsed.driver.kind(), DriverKind::S2nDirect);
+    }
 }

@@ -2,9 +2,9 @@
 //!
 //! A benchmark **matrix**: scenarios (bulk transfer, many connections, many streams,
 //! request/response, handshakes, cold versus pooled connects, datagrams) times drivers
-//! (any STOQ backend through STOQ's traits, quinn driven directly, kernel TCP, TLS over
-//! TCP), so that STOQ's framework overhead is a measured ratio and every engine is judged
-//! against the same references.
+//! (any STOQ backend through STOQ's traits, quinn and s2n-quic driven directly, kernel
+//! TCP, TLS over TCP), so that STOQ's framework overhead is a measured ratio and every
+//! engine is judged against the same references.
 //!
 //! Method (shared/FACTS.md):
 //! * Client and server run in **separate processes**: [`run_matrix`] spawns the server
@@ -37,6 +37,7 @@ pub mod quinn_direct;
 pub mod report;
 pub mod results;
 pub mod runner;
+pub mod s2n_direct;
 pub mod scenario;
 pub mod server;
 pub mod stats;

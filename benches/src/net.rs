@@ -4,7 +4,7 @@
 //! by `connect`; every further stream is a new TCP (or TLS) connection.
 //!
 //! Also here: the quinn configuration the quinn-direct driver builds itself, mirroring what
-//! `stoq-quinn` builds from the same [`TransportConfig`].
+//! `stoq-quinn` builds from the same [`TransportConfig`] (s2n-direct: [`crate::s2n_direct`]).
 
 use std::io;
 use std::net::SocketAddr;
@@ -95,6 +95,7 @@ pub(crate) fn dialer(
                 timeout: config.connect_timeout,
             })
         }
+        Driver::S2nDirect => Arc::new(crate::s2n_direct::S2nDialer::new(addr, tls, &config)?),
         Driver::KernelTcp => Arc::new(TcpDialer(Arc::new(TcpDialerInner { addr, tls: None }))),
         Driver::TlsTcp => {
             let cc = stoq_crypto::client_config(tls, &config.alpn)?;

@@ -1,6 +1,7 @@
 //! Reports from [`MatrixResults`]: a Markdown table (rows = drivers, columns = scenarios,
-//! cells = median with spread), the framework-overhead ratios (STOQ on quinn versus quinn
-//! driven directly), the pooled/cold connect ratios, CPU costs, and an SVG bar chart.
+//! cells = median with spread), the framework-overhead ratios (each `stoq-<engine>` row
+//! versus its `<engine>-direct` reference: stoq-quinn / quinn-direct, stoq-s2n /
+//! s2n-direct), the pooled/cold connect ratios, CPU costs, and an SVG bar chart.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -198,7 +199,9 @@ pub fn markdown(results: &MatrixResults) -> String {
     out
 }
 
-/// Pairs `stoq-<backend>` rows with the `<backend>-direct` reference rows present.
+/// Pairs each row on a backend (`stoq-<engine>`, and SDK rows on it) with the
+/// `<engine>-direct` reference row when the results hold one: stoq-quinn / quinn-direct,
+/// stoq-s2n / s2n-direct.
 fn overhead_pairs(results: &MatrixResults) -> Vec<(String, String)> {
     results
         .drivers
@@ -808,6 +811,81 @@ mod tests {
             assert!(svg.contains(name), "{name} missing");
         }
         assert!(svg.trim_end().ends_with("</svg>"));
+    }
+
+    /// The fixture plus an s2n pair measured on `bulk`.
+    fn fixture_with_s2n() -> MatrixResults {
+        let mut r = fixture();
+        let info = |name: &str, kind, backend: Option<&str>| DriverInfo {
+            name: name.into(),
+            kind,
+            backend: backend.map(Into::into),
+            description: String::new(),
+        };
+        r.drivers
+            .insert(1, info("stoq-s2n", DriverKind::Stoq, Some("s2n")));
+        r.drivers
+            .insert(3, info("s2n-direct", DriverKind::S2nDirect, None));
+        for (d, goodput, cpu) in [("stoq-s2n", 3.0, 2.2), ("s2n-direct", 3.2, 2.0)] {
+            r.cells.push(cell(
+                d,
+                "bulk",
+                CellStatus::Measured,
+                vec![
+                    metric("goodput_gbps", &[goodput]),
+                    metric("client_cpu_s_per_gib", &[cpu]),
+                ],
+            ));
+        }
+        r
+    }
+
+    #[test]
+    fn each_stoq_row_is_paired_with_its_engines_direct_row() {
+        let r = fixture_with_s2n();
+        assert_eq!(
+            overhead_pairs(&r),
+            [
+                ("stoq-quinn".to_string(), "quinn-direct".to_string()),
+                ("stoq-s2n".to_string(), "s2n-direct".to_string()),
+            ]
+        );
+        let md = markdown(&r);
+        let quinn = md
+            .find("### Framework overhead: stoq-quinn / quinn-direct")
+            .expect("quinn section");
+        let s2n = md
+            .find("### Framework overhead: stoq-s2n / s2n-direct")
+            .expect("s2n section");
+        assert!(quinn < s2n, "{md}");
+        let s2n_section = &md[s2n..];
+        assert!(
+            s2n_section.contains("| scenario | metric | stoq-s2n | s2n-direct | ratio |"),
+            "{md}"
+        );
+        assert!(
+            s2n_section.contains("| bulk | goodput | 3.00 Gbit/s | 3.20 Gbit/s | 0.94 |"),
+            "{md}"
+        );
+        assert!(
+            s2n_section.contains("| bulk | client CPU | 2.20 s/GiB | 2.00 s/GiB | 1.10 |"),
+            "{md}"
+        );
+        // Not measured on either side: no ratio.
+        assert!(
+            s2n_section.contains("| datagrams | delivered | - | - | - |"),
+            "{md}"
+        );
+        // The quinn section keeps comparing quinn rows only.
+        assert!(!md[quinn..s2n].contains("stoq-s2n"), "{md}");
+
+        // A direct row without its STOQ row (or the reverse) pairs nothing.
+        let mut only_direct = fixture_with_s2n();
+        only_direct.drivers.retain(|d| d.name != "stoq-s2n");
+        assert_eq!(overhead_pairs(&only_direct).len(), 1);
+        let mut only_stoq = fixture_with_s2n();
+        only_stoq.drivers.retain(|d| d.name != "s2n-direct");
+        assert!(!markdown(&only_stoq).contains("stoq-s2n / s2n-direct"));
     }
 
     #[test]

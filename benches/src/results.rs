@@ -32,7 +32,7 @@ pub struct MatrixResults {
 /// A driver as recorded in the results.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DriverInfo {
-    /// Row name (`stoq-quinn`, `quinn-direct`, `tcp`, `tls-tcp`).
+    /// Row name (`stoq-quinn`, `stoq-s2n`, `quinn-direct`, `s2n-direct`, `tcp`, `tls-tcp`).
     pub name: String,
     /// The driver's kind.
     pub kind: crate::DriverKind,

@@ -54,7 +54,7 @@ pub struct ServerArgs {
 /// (phoenix's global `--backend`); a program without one declares it beside this struct.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServerCli {
-    /// Driver: stoq, quinn-direct, tcp or tls-tcp.
+    /// Driver: stoq, quinn-direct, s2n-direct, tcp or tls-tcp.
     #[arg(long)]
     pub driver: String,
     /// Address to listen on.
@@ -99,7 +99,7 @@ impl ServerCli {
     ) -> Result<ServerArgs, BenchError> {
         let kind = DriverKind::from_arg(&self.driver).ok_or_else(|| {
             BenchError::Usage(format!(
-                "unknown driver {:?}; expected stoq, quinn-direct, tcp or tls-tcp",
+                "unknown driver {:?}; expected stoq, quinn-direct, s2n-direct, tcp or tls-tcp",
                 self.driver
             ))
         })?;
@@ -111,6 +111,7 @@ impl ServerCli {
                 ))
             }
             DriverKind::QuinnDirect => Driver::QuinnDirect,
+            DriverKind::S2nDirect => Driver::S2nDirect,
             DriverKind::KernelTcp => Driver::KernelTcp,
             DriverKind::TlsTcp => Driver::TlsTcp,
         };
@@ -157,6 +158,8 @@ pub async fn server_main(args: ServerArgs) -> Result<(), BenchError> {
 pub(crate) enum Server {
     Stoq(Arc<dyn Transport>),
     Quinn(quinn::Endpoint),
+    /// s2n-quic's server (taken and dropped by `close`) and its address.
+    S2n(tokio::sync::Mutex<Option<s2n_quic::Server>>, SocketAddr),
     Tcp(TcpListener, Option<tokio_rustls::TlsAcceptor>),
 }
 
@@ -182,6 +185,13 @@ impl Server {
                 &config,
                 Some(quinn_server_config(tls, &config)?),
             )?),
+            Driver::S2nDirect => {
+                let server = crate::s2n_direct::server(bind, tls, &config)?;
+                let addr = server
+                    .local_addr()
+                    .map_err(|e| BenchError::io("reading local address", e))?;
+                Server::S2n(tokio::sync::Mutex::new(Some(server)), addr)
+            }
             Driver::KernelTcp | Driver::TlsTcp => {
                 let listener = TcpListener::bind(bind)
                     .await
@@ -203,6 +213,7 @@ impl Server {
             Server::Quinn(e) => e
                 .local_addr()
                 .map_err(|e| BenchError::io("reading local address", e)),
+            Server::S2n(_, addr) => Ok(*addr),
             Server::Tcp(l, _) => l
                 .local_addr()
                 .map_err(|e| BenchError::io("reading local address", e)),
@@ -255,6 +266,34 @@ impl Server {
                 }
                 Ok(())
             }
+            Server::S2n(server, _) => {
+                let mut server = server.lock().await;
+                let Some(server) = server.as_mut() else {
+                    return Ok(());
+                };
+                while let Some(conn) = server.accept().await {
+                    state.conns.fetch_add(1, Relaxed);
+                    let state = state.clone();
+                    let (handle, mut acceptor) = conn.split();
+                    {
+                        let (handle, state) = (handle.clone(), state.clone());
+                        tokio::spawn(async move {
+                            while let Some(d) = crate::s2n_direct::recv_datagram(&handle).await {
+                                state.datagram(&d);
+                            }
+                        });
+                    }
+                    tokio::spawn(async move {
+                        while let Ok(Some(stream)) = acceptor.accept_bidirectional_stream().await {
+                            let (recv, send) = stream.split();
+                            let send = crate::s2n_direct::FinishOnShutdown(send);
+                            tokio::spawn(handle_stream(send, recv, state.clone(), false));
+                        }
+                        drop(handle);
+                    });
+                }
+                Ok(())
+            }
             Server::Tcp(listener, acceptor) => loop {
                 let (tcp, _) = listener
                     .accept()
@@ -274,6 +313,8 @@ impl Server {
                 e.close(0u32.into(), b"server done");
                 let _ = tokio::time::timeout(Duration::from_secs(2), e.wait_idle()).await;
             }
+            // Dropping s2n-quic's server stops accepting; the process exits next.
+            Server::S2n(server, _) => drop(server.lock().await.take()),
             Server::Tcp(..) => {}
         }
     }
@@ -325,15 +366,21 @@ where
         state.conns.fetch_add(1, Relaxed);
     }
     let result = match header.op {
-        Op::Begin => {
-            state.begin(header.seed);
-            w.write_all(&[0u8; 8]).await
-        }
-        Op::End => {
-            let report = state.end(header.a, Duration::from_millis(header.b)).await;
-            let json = serde_json::to_vec(&report).expect("report serialises");
-            w.write_all(&json).await
-        }
+        Op::Begin => match drain_request(&mut r).await {
+            Ok(()) => {
+                state.begin(header.seed);
+                w.write_all(&[0u8; 8]).await
+            }
+            Err(e) => Err(e),
+        },
+        Op::End => match drain_request(&mut r).await {
+            Ok(()) => {
+                let report = state.end(header.a, Duration::from_millis(header.b)).await;
+                let json = serde_json::to_vec(&report).expect("report serialises");
+                w.write_all(&json).await
+            }
+            Err(e) => Err(e),
+        },
         Op::Upload => receive_upload(&mut w, &mut r, header.seed, &state).await,
         Op::Rpc => {
             serve_rpc(
@@ -353,6 +400,20 @@ where
     };
     if let Err(e) = result {
         state.error(format!("{:?} stream: {e}", header.op));
+    }
+}
+
+/// Reads a control request to its end (the client finishes it right after the header).
+/// Dropping an unfinished receive half makes some engines (s2n-quic) send STOP_SENDING,
+/// which could race the response; consuming the FIN first avoids that on every transport.
+async fn drain_request<R: AsyncRead + Unpin + Send>(r: &mut R) -> std::io::Result<()> {
+    let mut extra = [0u8; 64];
+    match r.read(&mut extra).await? {
+        0 => Ok(()),
+        n => Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{n} unexpected bytes after a control header"),
+        )),
     }
 }
 

@@ -1,6 +1,6 @@
-//! The whole matrix at its smallest scale: every default driver (quinn through STOQ, quinn
-//! direct, TCP, TLS/TCP) times every built-in scenario, with the server in a separate
-//! process (`stoq-bench-server`), one run per cell.
+//! The whole matrix at its smallest scale: every default driver (quinn and s2n through
+//! STOQ, quinn direct, s2n direct, TCP, TLS/TCP) times every built-in scenario, with the
+//! server in a separate process (`stoq-bench-server`), one run per cell.
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -13,7 +13,22 @@ async fn quick_matrix_measures_every_applicable_cell() {
     let started = Instant::now();
     let server = env!("CARGO_BIN_EXE_stoq-bench-server");
     let options = MatrixOptions::quick(vec![server.into()]);
-    let drivers = Driver::defaults([Arc::new(stoq_quinn::QuinnBackend) as Arc<dyn Backend>]);
+    let drivers = Driver::defaults([
+        Arc::new(stoq_quinn::QuinnBackend) as Arc<dyn Backend>,
+        Arc::new(stoq_s2n::S2nBackend),
+    ]);
+    let names: Vec<String> = drivers.iter().map(Driver::name).collect();
+    assert_eq!(
+        names,
+        [
+            "stoq-quinn",
+            "stoq-s2n",
+            "quinn-direct",
+            "s2n-direct",
+            "tcp",
+            "tls-tcp"
+        ]
+    );
     let scenarios = scenario::builtin();
     let seen = Mutex::new(Vec::new());
     let results = run_matrix(&options, drivers, scenarios.clone(), |p| {
@@ -32,8 +47,8 @@ async fn quick_matrix_measures_every_applicable_cell() {
         "progress never goes back"
     );
 
-    assert_eq!(results.drivers.len(), 4);
-    assert_eq!(results.cells.len(), 4 * scenarios.len());
+    assert_eq!(results.drivers.len(), 6);
+    assert_eq!(results.cells.len(), 6 * scenarios.len());
     for c in &results.cells {
         let tcp = c.driver == "tcp" || c.driver == "tls-tcp";
         if tcp && c.scenario == "datagrams" {
@@ -51,7 +66,8 @@ async fn quick_matrix_measures_every_applicable_cell() {
             assert_eq!(c.runs(), 1);
         }
     }
-    for d in ["stoq-quinn", "quinn-direct", "tcp", "tls-tcp"] {
+    for d in &names {
+        let d = d.as_str();
         let bulk = results.cell(d, "bulk").unwrap();
         assert!(bulk.median("goodput_gbps").unwrap() > 0.0);
         assert!(bulk.median("server_cpu_s_per_gib").unwrap() >= 0.0);
@@ -61,12 +77,17 @@ async fn quick_matrix_measures_every_applicable_cell() {
         let cp = results.cell(d, "connect_cold_vs_pooled").unwrap();
         assert!(cp.median("cold_ms").unwrap() > 0.0);
     }
-    let dg = results.cell("stoq-quinn", "datagrams").unwrap();
-    assert!(dg.median("delivered_share_pct").unwrap() > 50.0, "{dg:?}");
+    for d in ["stoq-quinn", "stoq-s2n", "quinn-direct", "s2n-direct"] {
+        let dg = results.cell(d, "datagrams").unwrap();
+        assert!(dg.median("delivered_share_pct").unwrap() > 50.0, "{dg:?}");
+    }
 
     let md = report::markdown(&results);
-    assert!(md.contains("| stoq-quinn |") && md.contains("| tls-tcp |"));
+    for d in &names {
+        assert!(md.contains(&format!("| {d} |")), "{d} row missing");
+    }
     assert!(md.contains("Framework overhead: stoq-quinn / quinn-direct"));
+    assert!(md.contains("Framework overhead: stoq-s2n / s2n-direct"));
     let svg = report::svg(&results).unwrap();
     assert!(svg.contains("<svg") && svg.contains("bulk_8conn"));
 

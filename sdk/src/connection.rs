@@ -395,6 +395,10 @@ impl PhoenixConnection {
     /// smaller ones may be acknowledged before the peer reads the header (the peer then
     /// reports the refusal on its side). A message above this side's own
     /// `max_message_size` is refused before anything is sent.
+    ///
+    /// Each message travels on its own stream, so messages sent one after another may be
+    /// received in a different order; use one stream ([`open_stream`](Self::open_stream))
+    /// when order matters.
     pub async fn send_data(&self, data: &[u8]) -> Result<(), PhoenixError> {
         self.send_bytes(Bytes::copy_from_slice(data)).await
     }

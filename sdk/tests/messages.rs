@@ -269,13 +269,24 @@ async fn incoming_messages_stream_ends_when_the_listener_closes() {
             .unwrap();
     }
     let got: Vec<_> = within(10, listener.incoming_messages().take(3).collect()).await;
-    let got: Vec<u8> = got.into_iter().map(|m| m.unwrap().bytes[0]).collect();
+    // Each message has its own stream, and QUIC streams are independent: arrival order
+    // is not send order, so compare as a set.
+    let mut got: Vec<u8> = got.into_iter().map(|m| m.unwrap().bytes[0]).collect();
+    got.sort_unstable();
     assert_eq!(got, [0, 1, 2]);
 
     // A message queued before the close is still delivered, then the stream ends.
+    // (`send_data` returns once the server's QUIC stack acknowledged the bytes; under load
+    // the server application may take a moment more to queue the message, so wait for it.)
     within(10, client.send_data(&target, b"last"))
         .await
         .unwrap();
+    within(10, async {
+        while server.stats().total.sdk.messages_received < 4 {
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+    })
+    .await;
     let conn = within(10, client.connect(&target)).await.unwrap();
     within(10, listener.close()).await;
     let rest: Vec<_> = within(10, listener.incoming_messages().collect()).await;

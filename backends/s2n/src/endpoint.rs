@@ -41,8 +41,9 @@ const ACCEPT_QUEUE: usize = 1024;
 const UDP_IPV4_OVERHEAD: u16 = 8 + 20;
 const UDP_IPV6_OVERHEAD: u16 = 8 + 40;
 
-/// Which congestion controller an endpoint's connections run.
-enum Congestion {
+/// Which congestion controller an endpoint's connections run, as chosen from a
+/// [`TransportConfig`] ([`Congestion::from_config`]).
+pub enum Congestion {
     /// s2n-quic's CUBIC.
     Cubic,
     /// s2n-quic's BBRv2.
@@ -52,7 +53,10 @@ enum Congestion {
 }
 
 impl Congestion {
-    fn from_config(cfg: &TransportConfig) -> Result<Self, Error> {
+    /// The controller `cfg.congestion` selects: s2n-quic's CUBIC or BBRv2 for
+    /// `implementation = "engine"`, otherwise (and for NewReno) a STOQ controller through
+    /// the adapter.
+    pub fn from_config(cfg: &TransportConfig) -> Result<Self, Error> {
         if let Some(factory) = cfg.congestion.stoq_factory()? {
             return Ok(Congestion::Stoq(StoqCongestionEndpoint::new(factory)));
         }
@@ -73,14 +77,28 @@ impl Congestion {
 
 /// The path MTU configuration for each new path: the configured UDP payload sizes turned
 /// into the IP MTUs s2n-quic expects for the peer's address family (s2n-quic treats an
-/// IPv4-mapped peer as IPv6, so the payload is the same on every path).
+/// IPv4-mapped peer as IPv6, so the payload is the same on every path). s2n-quic's MTU
+/// provider ([`mtu::Endpoint`]).
 #[derive(Debug, Clone, Copy)]
-struct PathMtu {
+pub struct PathMtu {
     initial_payload: u16,
     max_payload: u16,
 }
 
 impl PathMtu {
+    /// From `cfg`: `initial_max_udp_payload` on every path, probing up to
+    /// `max_udp_payload` only when `mtu_discovery` is on.
+    pub fn from_config(cfg: &TransportConfig) -> Self {
+        PathMtu {
+            initial_payload: cfg.initial_max_udp_payload,
+            max_payload: if cfg.mtu_discovery {
+                cfg.max_udp_payload
+            } else {
+                cfg.initial_max_udp_payload
+            },
+        }
+    }
+
     fn config(&self, overhead: u16) -> Option<mtu::Config> {
         let ip = |payload: u16| payload.saturating_add(overhead);
         mtu::Config::builder()
@@ -155,6 +173,46 @@ impl std::fmt::Debug for S2nTransport {
     }
 }
 
+/// The s2n-quic providers [`S2nTransport::bind`] builds from a [`TransportConfig`]: the
+/// bound socket's IO, the connection limits, the per-path MTU and the congestion
+/// controller. Public so that s2n-quic can be driven directly with exactly STOQ's settings
+/// (the benchmarks' `s2n-direct` reference row); STOQ adds its TLS key log, event
+/// subscriber, datagram endpoint and close formatter on top.
+pub struct EngineProviders {
+    /// The bound socket's address.
+    pub local_addr: SocketAddr,
+    /// s2n-quic's tokio IO on the socket STOQ bound ([`bind_socket`], [`io_provider`]).
+    pub io: s2n_quic::provider::io::tokio::Provider,
+    /// The connection limits ([`limits`]).
+    pub limits: Limits,
+    /// The per-path MTU provider.
+    pub mtu: PathMtu,
+    /// The congestion controller.
+    pub congestion: Congestion,
+}
+
+impl EngineProviders {
+    /// Validates `cfg`, binds the UDP socket on `bind` and builds the providers. Must be
+    /// called within a tokio runtime.
+    pub fn new(bind: SocketAddr, cfg: &TransportConfig) -> Result<Self, Error> {
+        cfg.validate()?;
+        let congestion = Congestion::from_config(cfg)?;
+        let limits = limits(cfg)?;
+        let socket = bind_socket(bind, cfg)?;
+        let local_addr = socket
+            .local_addr()
+            .map_err(|e| Error::io("reading local address", e))?;
+        let io = io_provider(socket, cfg)?;
+        Ok(EngineProviders {
+            local_addr,
+            io,
+            limits,
+            mtu: PathMtu::from_config(cfg),
+            congestion,
+        })
+    }
+}
+
 fn start_err(what: &'static str) -> impl Fn(&dyn Display) -> Error {
     move |e| Error::io(what, std::io::Error::other(e.to_string()))
 }
@@ -163,25 +221,16 @@ impl S2nTransport {
     /// Binds an endpoint as `spec` says. Must be called within a tokio runtime.
     pub fn bind(spec: EndpointSpec) -> Result<Self, Error> {
         let cfg = &spec.config;
-        cfg.validate()?;
-        let congestion = Congestion::from_config(cfg)?;
-        let limits = limits(cfg)?;
+        let EngineProviders {
+            local_addr,
+            io,
+            limits,
+            mtu: path_mtu,
+            congestion,
+        } = EngineProviders::new(spec.bind, cfg)?;
         let shared = Arc::new(EndpointShared::default());
         let registry = Arc::new(Registry::default());
 
-        let socket = bind_socket(spec.bind, cfg)?;
-        let local_addr = socket
-            .local_addr()
-            .map_err(|e| Error::io("reading local address", e))?;
-        let io = io_provider(socket, cfg)?;
-        let path_mtu = PathMtu {
-            initial_payload: cfg.initial_max_udp_payload,
-            max_payload: if cfg.mtu_discovery {
-                cfg.max_udp_payload
-            } else {
-                cfg.initial_max_udp_payload
-            },
-        };
         let subscriber = StoqSubscriber {
             endpoint: shared.clone(),
             initial_mtu: cfg.initial_max_udp_payload,
@@ -342,7 +391,7 @@ async fn accept_loop(
 }
 
 /// Builds s2n-quic's connection limits from STOQ's configuration.
-fn limits(cfg: &TransportConfig) -> Result<Limits, Error> {
+pub fn limits(cfg: &TransportConfig) -> Result<Limits, Error> {
     let bad = |field: &'static str| {
         move |e: s2n_quic_core::connection::limits::ValidationError| {
             Error::config(field, format!("not accepted by s2n-quic: {e}"))
@@ -398,7 +447,7 @@ fn limits(cfg: &TransportConfig) -> Result<Limits, Error> {
 }
 
 /// Binds the UDP socket: dual-stack for `[::]`, buffer sizes as configured.
-fn bind_socket(addr: SocketAddr, cfg: &TransportConfig) -> Result<std::net::UdpSocket, Error> {
+pub fn bind_socket(addr: SocketAddr, cfg: &TransportConfig) -> Result<std::net::UdpSocket, Error> {
     use socket2::{Domain, Protocol, Socket, Type};
     let ctx = |what: &str| format!("{what} UDP socket {addr}");
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))
@@ -425,7 +474,7 @@ fn bind_socket(addr: SocketAddr, cfg: &TransportConfig) -> Result<std::net::UdpS
 
 /// s2n-quic's tokio IO provider on `socket`, with the GSO/GRO switches and the
 /// endpoint-wide MTU bounds (the per-path values come from [`PathMtu`]).
-fn io_provider(
+pub fn io_provider(
     socket: std::net::UdpSocket,
     cfg: &TransportConfig,
 ) -> Result<s2n_quic::provider::io::tokio::Provider, Error> {

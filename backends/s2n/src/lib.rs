@@ -128,8 +128,17 @@ use std::sync::Arc;
 use stoq_core::{Backend, Capabilities, Capability, EndpointSpec, Error, Transport};
 
 pub use connection::S2nConnection;
-pub use endpoint::S2nTransport;
+pub use endpoint::{
+    bind_socket, io_provider, limits, Congestion, EngineProviders, PathMtu, S2nTransport,
+};
 pub use errors::StoqCloseFormatter;
+
+/// The largest datagram payload STOQ's datagram endpoint accepts on a path whose UDP
+/// payload is `path_mtu` (1408 bytes at 1452): a 1-RTT packet's worst-case overhead and a
+/// DATAGRAM frame header subtracted.
+pub fn max_datagram_payload(path_mtu: u16) -> usize {
+    datagram::max_datagram_payload(path_mtu)
+}
 
 /// What s2n-quic endpoints can do through STOQ.
 ///

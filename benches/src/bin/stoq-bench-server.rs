@@ -1,6 +1,7 @@
 //! `stoq-bench-server`: the benchmark server process for tests and local runs of the
-//! matrix without the `phoenix` CLI. It knows one backend by name, `quinn`
-//! (`stoq_quinn::QuinnBackend`); `phoenix bench-server` knows every compiled-in backend.
+//! matrix without the `phoenix` CLI. It knows two backends by name, `quinn`
+//! (`stoq_quinn::QuinnBackend`) and `s2n` (`stoq_s2n::S2nBackend`); `phoenix bench-server`
+//! knows every compiled-in backend.
 //!
 //! Usage (as `run_matrix` invokes it): `stoq-bench-server --driver stoq --backend quinn
 //! --bind [::1]:0 --cert-dir DIR`; prints `LISTENING <addr>`, serves until stdin closes.
@@ -15,7 +16,7 @@ use stoq_core::Backend;
 struct Cli {
     #[command(flatten)]
     server: stoq_bench::ServerCli,
-    /// Backend for `--driver stoq`: only "quinn" here.
+    /// Backend for `--driver stoq`: "quinn" or "s2n" here.
     #[arg(long, default_value = "quinn")]
     backend: String,
 }
@@ -23,10 +24,12 @@ struct Cli {
 fn backend(name: &str) -> Result<Arc<dyn Backend>, stoq_core::Error> {
     match name {
         "quinn" => Ok(Arc::new(stoq_quinn::QuinnBackend)),
+        "s2n" => Ok(Arc::new(stoq_s2n::S2nBackend)),
         other => Err(stoq_core::Error::config(
             "backend",
             format!(
-                "stoq-bench-server knows only \"quinn\", not {other:?}; use phoenix bench-server"
+                "stoq-bench-server knows only \"quinn\" and \"s2n\", not {other:?}; use \
+                 phoenix bench-server"
             ),
         )),
     }
