@@ -49,6 +49,7 @@ mod tls;
 mod transport;
 
 pub mod congestion;
+pub mod socket;
 
 pub use capabilities::{Capabilities, Capability};
 pub use config::{

@@ -260,31 +260,9 @@ pub fn transport_config(cfg: &TransportConfig) -> Result<quinn::TransportConfig,
     Ok(t)
 }
 
-/// Binds a UDP socket as STOQ's quinn endpoints do: dual-stack for `[::]`, buffer sizes as
-/// configured.
+/// Binds the UDP socket as every STOQ backend does (see [`stoq_core::socket::bind_udp`]).
 pub fn bind_socket(addr: SocketAddr, cfg: &TransportConfig) -> Result<std::net::UdpSocket, Error> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let ctx = |what: &str| format!("{what} UDP socket {addr}");
-    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))
-        .map_err(|e| Error::io(ctx("creating"), e))?;
-    if addr.is_ipv6() {
-        // Accept IPv4-mapped peers on `[::]`; ignore failure (some systems forbid it).
-        let _ = socket.set_only_v6(false);
-    }
-    if let Some(n) = cfg.socket_send_buffer {
-        socket
-            .set_send_buffer_size(n)
-            .map_err(|e| Error::io(ctx("sizing send buffer of"), e))?;
-    }
-    if let Some(n) = cfg.socket_receive_buffer {
-        socket
-            .set_recv_buffer_size(n)
-            .map_err(|e| Error::io(ctx("sizing receive buffer of"), e))?;
-    }
-    socket
-        .bind(&addr.into())
-        .map_err(|e| Error::io(ctx("binding"), e))?;
-    Ok(socket.into())
+    stoq_core::socket::bind_udp(addr, cfg)
 }
 
 #[async_trait]

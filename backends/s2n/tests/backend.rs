@@ -190,8 +190,14 @@ async fn invalid_server_name_is_a_typed_error_not_a_panic() {
         let ep = p.server_ep.clone();
         async move { ep.accept().await }
     });
-    p.client_ep.connect(addr, "localhost").await.unwrap();
-    accept.await.unwrap().unwrap();
+    // Keep the connection until the server has it: dropping the handle closes it, and a
+    // close before the server processed the client's Finished leaves nothing to accept.
+    let _conn = p.client_ep.connect(addr, "localhost").await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), accept)
+        .await
+        .expect("the server accepts the second connection")
+        .unwrap()
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
