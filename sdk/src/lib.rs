@@ -106,6 +106,8 @@ pub fn backend_names() -> Vec<&'static str> {
     names.push("quinn");
     #[cfg(feature = "s2n")]
     names.push("s2n");
+    #[cfg(feature = "quiche")]
+    names.push("quiche");
     names
 }
 
@@ -117,6 +119,8 @@ pub fn backend(name: &str) -> Result<Arc<dyn Backend>, Error> {
         "quinn" => Ok(Arc::new(stoq_quinn::QuinnBackend)),
         #[cfg(feature = "s2n")]
         "s2n" => Ok(Arc::new(stoq_s2n::S2nBackend)),
+        #[cfg(feature = "quiche")]
+        "quiche" => Ok(Arc::new(stoq_quiche::QuicheBackend)),
         _ => Err(Error::config(
             "backend",
             format!(

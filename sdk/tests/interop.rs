@@ -47,8 +47,13 @@ macro_rules! pairs {
 pairs! {
     quinn_to_quinn: "quinn" -> "quinn" if feature = "quinn";
     quinn_to_s2n: "quinn" -> "s2n" if all(feature = "quinn", feature = "s2n");
+    quinn_to_quiche: "quinn" -> "quiche" if all(feature = "quinn", feature = "quiche");
     s2n_to_quinn: "s2n" -> "quinn" if all(feature = "s2n", feature = "quinn");
     s2n_to_s2n: "s2n" -> "s2n" if feature = "s2n";
+    s2n_to_quiche: "s2n" -> "quiche" if all(feature = "s2n", feature = "quiche");
+    quiche_to_quinn: "quiche" -> "quinn" if all(feature = "quiche", feature = "quinn");
+    quiche_to_s2n: "quiche" -> "s2n" if all(feature = "quiche", feature = "s2n");
+    quiche_to_quiche: "quiche" -> "quiche" if feature = "quiche";
 }
 
 #[test]

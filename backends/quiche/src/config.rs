@@ -1,0 +1,166 @@
+//! STOQ's [`TransportConfig`] and [`TlsMaterial`] as quiche `Config`s.
+//!
+//! TLS is configured in memory: a `boring::ssl::SslContextBuilder` gets the certificate
+//! chain, the key and the trust roots as DER, and quiche takes it with
+//! `Config::with_boring_ssl_ctx_builder` (quiche's default `boringssl-boring-crate`
+//! feature), so no key ever touches the file system. Only these roots are trusted: a
+//! context built this way does not load the system's default verify paths.
+
+use boring::pkey::PKey;
+use boring::ssl::{SslContextBuilder, SslMethod, SslVerifyMode};
+use boring::x509::X509;
+use stoq_core::{
+    Capability, CongestionAlgorithm, CongestionImplementation, Error, TlsMaterial, TransportConfig,
+};
+
+/// Key-exchange groups, most preferred first: the X25519 + ML-KEM-768 hybrid (as
+/// rustls prefers it), then classical fallbacks. BoringSSL 0.20250701 (boring-sys 5.4)
+/// knows `X25519MLKEM768` natively (`ssl/ssl_key_share.cc`).
+pub const GROUPS: &str = "X25519MLKEM768:X25519:P-256:P-384";
+
+/// Which side a TLS context serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Role {
+    Client,
+    Server,
+}
+
+/// Builds the quiche configuration for connections of `role`.
+pub(crate) fn quiche_config(
+    cfg: &TransportConfig,
+    tls: &TlsMaterial,
+    role: Role,
+) -> Result<quiche::Config, Error> {
+    let ctx = ssl_context(tls, role)?;
+    let mut c = quiche::Config::with_boring_ssl_ctx_builder(quiche::PROTOCOL_VERSION, ctx)
+        .map_err(|e| Error::Tls(format!("quiche rejected the TLS context: {e}")))?;
+    c.set_curves_list(GROUPS)
+        .map_err(|e| Error::Tls(format!("BoringSSL rejected the groups {GROUPS}: {e}")))?;
+    let alpn: Vec<&[u8]> = cfg.alpn.iter().map(|p| p.as_bytes()).collect();
+    c.set_application_protos(&alpn)
+        .map_err(|e| Error::config("alpn", format!("quiche rejected it: {e}")))?;
+
+    let idle_ms = u64::try_from(cfg.idle_timeout.as_millis()).unwrap_or(u64::MAX);
+    c.set_max_idle_timeout(idle_ms);
+    c.set_initial_max_data(cfg.connection_receive_window);
+    c.set_max_connection_window(cfg.connection_receive_window);
+    c.set_initial_max_stream_data_bidi_local(cfg.stream_receive_window);
+    c.set_initial_max_stream_data_bidi_remote(cfg.stream_receive_window);
+    c.set_initial_max_stream_data_uni(cfg.stream_receive_window);
+    c.set_max_stream_window(cfg.stream_receive_window);
+    c.set_initial_max_streams_bidi(cfg.max_concurrent_bidi_streams);
+    c.set_initial_max_streams_uni(cfg.max_concurrent_uni_streams);
+    // Datagrams larger than this are refused by the socket layer anyway.
+    c.set_max_recv_udp_payload_size(usize::from(cfg.max_udp_payload));
+    if cfg.mtu_discovery {
+        c.discover_pmtu(true);
+        c.set_max_send_udp_payload_size(usize::from(cfg.max_udp_payload));
+    } else {
+        c.discover_pmtu(false);
+        c.set_max_send_udp_payload_size(usize::from(cfg.initial_max_udp_payload));
+    }
+    if cfg.datagrams.enabled {
+        c.enable_dgram(true, cfg.datagrams.receive_queue, cfg.datagrams.send_queue);
+    }
+    c.set_cc_algorithm(cc_algorithm(cfg)?);
+    // quiche paces only with BBR (gcongestion); `SendInfo.at` is honoured by the driver.
+    c.enable_pacing(true);
+    Ok(c)
+}
+
+/// The engine congestion controller for `cfg`, or the typed refusal STOQ's contracts
+/// expect: quiche 0.30 has no pluggable congestion control (its
+/// `CongestionControlAlgorithm` is a closed enum of Reno, CUBIC and BBRv2), so neither a
+/// user controller nor STOQ's own implementations can run inside it.
+pub(crate) fn cc_algorithm(
+    cfg: &TransportConfig,
+) -> Result<quiche::CongestionControlAlgorithm, Error> {
+    if cfg.congestion.custom.is_some()
+        || cfg.congestion.implementation == CongestionImplementation::Stoq
+    {
+        return Err(Error::Unsupported(Capability::CustomCongestionControl));
+    }
+    Ok(match cfg.congestion.algorithm {
+        CongestionAlgorithm::NewReno => quiche::CongestionControlAlgorithm::Reno,
+        CongestionAlgorithm::Cubic => quiche::CongestionControlAlgorithm::CUBIC,
+        CongestionAlgorithm::Bbr => quiche::CongestionControlAlgorithm::Bbr2Gcongestion,
+        other => {
+            return Err(Error::config(
+                "congestion.algorithm",
+                format!("{other:?} has no quiche implementation"),
+            ))
+        }
+    })
+}
+
+fn tls_err(what: &str) -> impl Fn(boring::error::ErrorStack) -> Error + '_ {
+    move |e| Error::Tls(format!("{what}: {e}"))
+}
+
+/// A BoringSSL context with the identity, roots and verification mode for `role`.
+fn ssl_context(tls: &TlsMaterial, role: Role) -> Result<SslContextBuilder, Error> {
+    let mut b = SslContextBuilder::new(SslMethod::tls())
+        .map_err(tls_err("creating a BoringSSL context"))?;
+    let identity = tls.identity.as_ref();
+    if role == Role::Server && identity.is_none() {
+        return Err(Error::Tls(
+            "a server endpoint needs an identity (certificate chain and private key)".into(),
+        ));
+    }
+    if let Some(id) = identity {
+        let (leaf, rest) = id
+            .cert_chain
+            .split_first()
+            .ok_or_else(|| Error::Tls("the certificate chain is empty".into()))?;
+        let leaf = X509::from_der(leaf).map_err(tls_err("parsing the leaf certificate"))?;
+        b.set_certificate(&leaf)
+            .map_err(tls_err("using the leaf certificate"))?;
+        for (i, der) in rest.iter().enumerate() {
+            let cert = X509::from_der(der)
+                .map_err(|e| Error::Tls(format!("parsing chain certificate {}: {e}", i + 1)))?;
+            b.add_extra_chain_cert(cert)
+                .map_err(tls_err("adding a chain certificate"))?;
+        }
+        // PKCS#8, SEC1 and PKCS#1 are all detected (d2i_AutoPrivateKey).
+        let key = PKey::private_key_from_der(id.key.secret_der())
+            .map_err(tls_err("parsing the private key"))?;
+        b.set_private_key(&key)
+            .map_err(tls_err("using the private key"))?;
+        b.check_private_key().map_err(|e| {
+            Error::Tls(format!(
+                "the private key does not belong to the leaf certificate: {e}"
+            ))
+        })?;
+    }
+    for (i, der) in tls.roots.iter().enumerate() {
+        let root =
+            X509::from_der(der).map_err(|e| Error::Tls(format!("parsing trust root {i}: {e}")))?;
+        b.cert_store_mut()
+            .add_cert(root)
+            .map_err(|e| Error::Tls(format!("adding trust root {i}: {e}")))?;
+    }
+    match role {
+        Role::Client => {
+            if tls.roots.is_empty() {
+                return Err(Error::config(
+                    "tls.roots",
+                    "an endpoint that dials needs at least one trust root",
+                ));
+            }
+            // The server name is checked too: quiche sets it as SNI and as the
+            // expected host (X509_VERIFY_PARAM_set1_host) when dialling.
+            b.set_verify(SslVerifyMode::PEER);
+        }
+        Role::Server if tls.require_client_auth => {
+            if tls.roots.is_empty() {
+                return Err(Error::config(
+                    "tls.roots",
+                    "requiring client certificates needs at least one trust root",
+                ));
+            }
+            b.set_verify(SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT);
+        }
+        Role::Server => b.set_verify(SslVerifyMode::NONE),
+    }
+    Ok(b)
+}
