@@ -217,6 +217,47 @@ fn start_err(what: &'static str) -> impl Fn(&dyn Display) -> Error {
     move |e| Error::io(what, std::io::Error::other(e.to_string()))
 }
 
+/// Configures an s2n-quic server or client builder with STOQ's providers and starts it.
+/// A macro because s2n-quic's `Server` and `Client` builders are distinct types (and each
+/// congestion controller changes the builder's type) with the same method names.
+macro_rules! start_endpoint {
+    ($builder:expr, $tls:expr, $what:literal,
+     $io:ident, $limits:ident, $mtu:ident, $subscriber:ident, $datagrams:ident, $congestion:ident) => {{
+        let e = start_err(concat!("configuring the s2n-quic ", $what));
+        let builder = $builder
+            .with_tls($tls)
+            .map_err(|x| e(&x))?
+            .with_io($io)
+            .map_err(|x| e(&x))?
+            .with_limits($limits)
+            .map_err(|x| e(&x))?
+            .with_mtu($mtu)
+            .map_err(|x| e(&x))?
+            .with_event($subscriber)
+            .map_err(|x| e(&x))?
+            .with_datagram($datagrams)
+            .map_err(|x| e(&x))?
+            .with_connection_close_formatter(StoqCloseFormatter)
+            .map_err(|x| e(&x))?;
+        let e = start_err(concat!("starting the s2n-quic ", $what));
+        match $congestion {
+            Congestion::Cubic => builder
+                .with_congestion_controller(Cubic::default())
+                .map_err(|x| e(&x))?
+                .start(),
+            Congestion::Bbr => builder
+                .with_congestion_controller(Bbr::default())
+                .map_err(|x| e(&x))?
+                .start(),
+            Congestion::Stoq(cc) => builder
+                .with_congestion_controller(cc)
+                .map_err(|x| e(&x))?
+                .start(),
+        }
+        .map_err(|x| e(&x))?
+    }};
+}
+
 impl S2nTransport {
     /// Binds an endpoint as `spec` says. Must be called within a tokio runtime.
     pub fn bind(spec: EndpointSpec) -> Result<Self, Error> {
@@ -249,38 +290,17 @@ impl S2nTransport {
                     store: shared.clone(),
                 });
                 shared.exporter.set_provider(tls.crypto_provider());
-                let e = start_err("configuring the s2n-quic server");
-                let builder = s2n_quic::Server::builder()
-                    .with_tls(s2n_rustls::Server::from(tls))
-                    .map_err(|x| e(&x))?
-                    .with_io(io)
-                    .map_err(|x| e(&x))?
-                    .with_limits(limits)
-                    .map_err(|x| e(&x))?
-                    .with_mtu(path_mtu)
-                    .map_err(|x| e(&x))?
-                    .with_event(subscriber)
-                    .map_err(|x| e(&x))?
-                    .with_datagram(datagrams)
-                    .map_err(|x| e(&x))?
-                    .with_connection_close_formatter(StoqCloseFormatter)
-                    .map_err(|x| e(&x))?;
-                let e = start_err("starting the s2n-quic server");
-                let server = match congestion {
-                    Congestion::Cubic => builder
-                        .with_congestion_controller(Cubic::default())
-                        .map_err(|x| e(&x))?
-                        .start(),
-                    Congestion::Bbr => builder
-                        .with_congestion_controller(Bbr::default())
-                        .map_err(|x| e(&x))?
-                        .start(),
-                    Congestion::Stoq(cc) => builder
-                        .with_congestion_controller(cc)
-                        .map_err(|x| e(&x))?
-                        .start(),
-                }
-                .map_err(|x| e(&x))?;
+                let server = start_endpoint!(
+                    s2n_quic::Server::builder(),
+                    s2n_rustls::Server::from(tls),
+                    "server",
+                    io,
+                    limits,
+                    path_mtu,
+                    subscriber,
+                    datagrams,
+                    congestion
+                );
                 let (tx, rx) = mpsc::channel(ACCEPT_QUEUE);
                 let task = tokio::spawn(accept_loop(
                     server,
@@ -305,38 +325,17 @@ impl S2nTransport {
                     store: shared.clone(),
                 });
                 shared.exporter.set_provider(tls.crypto_provider());
-                let e = start_err("configuring the s2n-quic client");
-                let builder = s2n_quic::Client::builder()
-                    .with_tls(s2n_rustls::Client::from(tls))
-                    .map_err(|x| e(&x))?
-                    .with_io(io)
-                    .map_err(|x| e(&x))?
-                    .with_limits(limits)
-                    .map_err(|x| e(&x))?
-                    .with_mtu(path_mtu)
-                    .map_err(|x| e(&x))?
-                    .with_event(subscriber)
-                    .map_err(|x| e(&x))?
-                    .with_datagram(datagrams)
-                    .map_err(|x| e(&x))?
-                    .with_connection_close_formatter(StoqCloseFormatter)
-                    .map_err(|x| e(&x))?;
-                let e = start_err("starting the s2n-quic client");
-                let client = match congestion {
-                    Congestion::Cubic => builder
-                        .with_congestion_controller(Cubic::default())
-                        .map_err(|x| e(&x))?
-                        .start(),
-                    Congestion::Bbr => builder
-                        .with_congestion_controller(Bbr::default())
-                        .map_err(|x| e(&x))?
-                        .start(),
-                    Congestion::Stoq(cc) => builder
-                        .with_congestion_controller(cc)
-                        .map_err(|x| e(&x))?
-                        .start(),
-                }
-                .map_err(|x| e(&x))?;
+                let client = start_endpoint!(
+                    s2n_quic::Client::builder(),
+                    s2n_rustls::Client::from(tls),
+                    "client",
+                    io,
+                    limits,
+                    path_mtu,
+                    subscriber,
+                    datagrams,
+                    congestion
+                );
                 (Some(client), None, None)
             }
         };
