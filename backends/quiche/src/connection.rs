@@ -228,6 +228,18 @@ pub(crate) struct ConnState {
     pub(crate) keep_alive: Option<Duration>,
     /// Servers give up on handshakes not complete by then.
     pub(crate) handshake_deadline: Option<Instant>,
+    /// A client's application close that waits for the handshake to be confirmed
+    /// ([`ConnState::close_app`] says why).
+    pub(crate) deferred_close: Option<DeferredClose>,
+    /// quiche accepted a 1-RTT packet from the peer after the handshake completed. On a
+    /// client this is how the driver learns the handshake is confirmed (the server sends
+    /// HANDSHAKE_DONE in its first 1-RTT packet; quiche has no accessor for it).
+    pub(crate) one_rtt_received: bool,
+    /// Once a local close was handed to quiche: by then quiche must be draining or
+    /// closed, or the driver forgets the connection ([`CLOSING_LIMIT`]).
+    pub(crate) closing_deadline: Option<Instant>,
+    /// Packets quiche produced since the local close ([`CLOSING_PACKET_LIMIT`]).
+    pub(crate) closing_sent: u32,
     pub(crate) io: IoState,
     streams: HashMap<u64, StreamSlot>,
     stopped_waiters: Vec<u64>,
@@ -253,6 +265,33 @@ impl std::fmt::Debug for ConnState {
             .finish_non_exhaustive()
     }
 }
+
+/// An application close held back until the handshake is confirmed.
+#[derive(Debug)]
+pub(crate) struct DeferredClose {
+    code: u64,
+    reason: Vec<u8>,
+    /// Give up waiting for confirmation then and close with a transport error.
+    pub(crate) deadline: Instant,
+}
+
+/// How long a locally closed connection may go on without quiche entering the draining
+/// state (it does so as soon as it has sent the CONNECTION_CLOSE frame). Past this, the
+/// driver stops sending for it and forgets it, so no engine state machine can keep a
+/// closed connection busy (see [`ConnState::close_app`]). Generous: sending a close needs
+/// no congestion window, only the anti-amplification budget on unvalidated paths.
+pub(crate) const CLOSING_LIMIT: Duration = Duration::from_secs(1);
+
+/// How many packets a locally closed connection may send before quiche enters the
+/// draining state. quiche drains right after the packet that carries its
+/// CONNECTION_CLOSE, so more than a few means it is looping without sending the close
+/// (see [`ConnState::close_app`]); the driver then forgets the connection at once
+/// rather than flood the peer until [`CLOSING_LIMIT`].
+pub(crate) const CLOSING_PACKET_LIMIT: u32 = 8;
+
+/// QUIC transport error APPLICATION_ERROR (RFC 9000 section 20.1): how an application
+/// close travels before the handshake is confirmed (section 10.2.3).
+const APPLICATION_ERROR: u64 = 0x0c;
 
 /// How a new connection is set up.
 pub(crate) struct NewConn {
@@ -284,6 +323,10 @@ impl ConnState {
             odcid: n.odcid,
             keep_alive: n.keep_alive,
             handshake_deadline: n.handshake_deadline,
+            deferred_close: None,
+            one_rtt_received: false,
+            closing_deadline: None,
+            closing_sent: 0,
             io: IoState {
                 datagrams_sent: 0,
                 bytes_sent: 0,
@@ -882,8 +925,71 @@ impl ConnState {
         }
         let code = code.min(VARINT_MAX);
         let reason = &reason[..reason.len().min(MAX_REASON)];
-        let _ = self.conn.close(true, code, reason);
+        if self.side == Side::Client && self.conn.is_established() && !self.one_rtt_received {
+            // The handshake is complete but maybe not confirmed. quiche 0.30 puts an
+            // application close only in 1-RTT packets, and once closing it ignores every
+            // incoming packet: if its Handshake space still has something to send (a
+            // client Finished awaiting retransmission), it then sends Handshake packets
+            // without the close in a busy loop until the idle timeout, and the server
+            // never hears of the close (seen as a handshake flood stalling an endpoint).
+            // So the close waits until a 1-RTT packet from the server arrives after the
+            // handshake completed (a confirmed server sends HANDSHAKE_DONE in it), for at
+            // most three PTOs but at least 250 ms. Should quiche loop anyway, the driver forgets the
+            // connection after a few packets ([`ConnState::closing_stuck`]).
+            let wait = self
+                .conn
+                .path_stats()
+                .next()
+                .map(|p| 3 * (p.rtt + 4 * p.rttvar) + Duration::from_millis(25))
+                .unwrap_or(Duration::from_millis(100))
+                // At least 250 ms: on a busy machine the server's HANDSHAKE_DONE can
+                // take far longer than the RTT estimate says, and waiting costs only
+                // the connection's memory (the application already sees it closed).
+                .clamp(Duration::from_millis(250), Duration::from_secs(2));
+            self.deferred_close = Some(DeferredClose {
+                code,
+                reason: reason.to_vec(),
+                deadline: Instant::now() + wait,
+            });
+        } else {
+            self.start_close(true, code, reason, Instant::now());
+        }
         self.set_closed(as_error(code, Bytes::copy_from_slice(reason)), wakers, ev);
+    }
+
+    /// Hands a close to quiche and starts the [`CLOSING_LIMIT`] clock.
+    pub(crate) fn start_close(&mut self, app: bool, code: u64, reason: &[u8], now: Instant) {
+        if self.conn.close(app, code, reason).is_ok() {
+            self.closing_deadline = Some(now + CLOSING_LIMIT);
+        }
+    }
+
+    /// Sends a deferred application close once the handshake is confirmed, or at its
+    /// deadline as a transport close with APPLICATION_ERROR (RFC 9000 section 10.2.3:
+    /// what an endpoint sends when it cannot yet use 1-RTT packets), which quiche can
+    /// send in a Handshake packet.
+    pub(crate) fn progress_deferred_close(&mut self, now: Instant) {
+        let due = match &self.deferred_close {
+            Some(d) => self.one_rtt_received || now >= d.deadline,
+            None => false,
+        };
+        if !due {
+            return;
+        }
+        let d = self.deferred_close.take().expect("checked above");
+        if self.one_rtt_received {
+            self.start_close(true, d.code, &d.reason, now);
+        } else {
+            self.start_close(false, APPLICATION_ERROR, b"", now);
+        }
+    }
+
+    /// The closing state outlived [`CLOSING_LIMIT`] without quiche draining.
+    pub(crate) fn closing_stuck(&self, now: Instant) -> bool {
+        self.closing_deadline
+            .is_some_and(|d| now >= d || self.closing_sent > CLOSING_PACKET_LIMIT)
+            && !self.conn.is_draining()
+            && !self.conn.is_closed()
     }
 }
 

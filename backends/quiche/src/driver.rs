@@ -264,9 +264,7 @@ impl Driver {
                 if let Some(deadline) = st.handshake_deadline {
                     if deadline <= now && !st.established {
                         st.handshake_deadline = None;
-                        let _ = st
-                            .conn
-                            .close(false, CONNECTION_REFUSED, b"handshake timed out");
+                        st.start_close(false, CONNECTION_REFUSED, b"handshake timed out", now);
                     }
                 }
                 if let (true, None, Some(interval)) =
@@ -298,7 +296,11 @@ impl Driver {
     async fn service_one(&mut self, c: &Arc<ConnShared>) {
         c.clear_dirty();
         let mut ev = Events::default();
-        c.state.lock().after_io(&mut self.wakers, &mut ev);
+        {
+            let mut st = c.state.lock();
+            st.after_io(&mut self.wakers, &mut ev);
+            st.progress_deferred_close(Instant::now());
+        }
         if ev.established_now {
             self.on_established(c, &mut ev);
         }
@@ -306,7 +308,11 @@ impl Driver {
         let removed = {
             let mut st = c.state.lock();
             st.after_io(&mut self.wakers, &mut ev);
-            if st.conn.is_closed() || st.abandoned {
+            let stuck = st.closing_stuck(Instant::now());
+            if stuck {
+                warn!(peer = %st.peer, side = ?st.side, "quiche did not finish closing a connection in time; forgetting it");
+            }
+            if st.conn.is_closed() || st.abandoned || stuck {
                 if st.close.is_none() {
                     let side = st.side;
                     let e = close_error(&mut st.conn, side)
@@ -373,9 +379,12 @@ impl Driver {
         };
         if refused {
             let mut st = c.state.lock();
-            let _ = st
-                .conn
-                .close(false, CONNECTION_REFUSED, b"not accepting connections");
+            st.start_close(
+                false,
+                CONNECTION_REFUSED,
+                b"not accepting connections",
+                Instant::now(),
+            );
             st.set_closed(ConnectionError::EndpointClosed, &mut self.wakers, ev);
         } else {
             self.shared.counters.accepted.fetch_add(1, Relaxed);
@@ -394,6 +403,14 @@ impl Driver {
         }
         if let Some(d) = st.handshake_deadline {
             earliest(d);
+        }
+        if let Some(d) = &st.deferred_close {
+            earliest(d.deadline);
+        }
+        if let Some(d) = st.closing_deadline {
+            if !st.conn.is_draining() {
+                earliest(d);
+            }
         }
         if next != st.io.timer {
             if let Some(old) = st.io.timer {
@@ -438,6 +455,9 @@ impl Driver {
                     let out = &mut self.send_buf[len..len + seg];
                     match st.conn.send(out) {
                         Ok((n, info)) => {
+                            if st.closing_deadline.is_some() {
+                                st.closing_sent += 1;
+                            }
                             st.io.datagrams_sent += 1;
                             st.io.bytes_sent += n as u64;
                             let paced = info.at > horizon;
@@ -544,12 +564,25 @@ impl Driver {
                 // of a datagram once one packet in it cannot be decrypted (e.g. a
                 // Handshake packet after the handshake keys were discarded, coalesced
                 // with the 1-RTT packet that carries a CONNECTION_CLOSE).
+                // A 1-RTT packet counts as a sign of confirmation only in a datagram
+                // that arrives after the handshake completed: a server may send 1-RTT
+                // packets (0.5-RTT data) with its handshake flight, before it has the
+                // client's Finished.
+                let was_established = st.conn.is_established();
                 let mut rest = datagram;
                 while !rest.is_empty() {
                     let n = coalesced_len(rest).unwrap_or(rest.len());
                     let (packet, tail) = rest.split_at_mut(n);
+                    // The header form bit is not header-protected: read it before quiche
+                    // decrypts the packet in place.
+                    let short = packet[0] & 0x80 == 0;
                     match st.conn.recv(packet, info) {
-                        Ok(_) | Err(quiche::Error::Done) => {}
+                        Ok(_) => {
+                            if short && was_established {
+                                st.one_rtt_received = true;
+                            }
+                        }
+                        Err(quiche::Error::Done) => {}
                         Err(e) => trace!(error = ?e, "quiche dropped a packet"),
                     }
                     rest = tail;

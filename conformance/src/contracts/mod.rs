@@ -75,6 +75,8 @@ pub static CONTRACTS: &[Contract] = &[
         "both sides export the same keying material for the same label and context"),
     contract!(robustness::malformed_packets_ignored, 30,
         "malformed UDP packets sent to an endpoint are dropped; it keeps serving"),
+    contract!(robustness::handshake_flood_spares_connections, 90,
+        "1,200 handshakes then closes (8 at once) leave a live connection on the same endpoints working; closed ones leave both endpoints"),
     contract!(robustness::invalid_config_rejected, 30,
         "invalid configuration is refused at bind time with a typed error naming the field"),
     contract!(robustness::stoq_congestion_controllers, 120,

@@ -335,3 +335,80 @@ pub async fn custom_congestion_controller(h: Harness) -> ContractResult {
     );
     Ok(Outcome::Passed)
 }
+
+/// Handshakes per worker in [`handshake_flood_spares_connections`]: enough to churn the
+/// endpoints' connection tables (over a thousand connections come and go; a quiche race
+/// that hit about one close in a hundred needed this many to show) while staying a few
+/// seconds long.
+const FLOOD_PER_WORKER: usize = 150;
+/// Concurrent dialling workers in the flood.
+const FLOOD_WORKERS: usize = 8;
+/// How long closed flood connections may take to leave both endpoints (draining lasts
+/// three PTOs, well under a second on loopback).
+const FLOOD_SETTLE: Duration = Duration::from_secs(5);
+
+pub async fn handshake_flood_spares_connections(h: Harness) -> ContractResult {
+    let p = h.connect().await?;
+    spawn_echo(p.server.clone());
+    still_works(&p, "before the flood").await?;
+    let server_addr = p.server_ep.local_addr()?;
+    // The server accepts every flood connection and waits for streams on it, as a real
+    // server does; the clients close right after the handshake.
+    let acceptor = {
+        let ep = p.server_ep.clone();
+        tokio::spawn(async move {
+            while let Ok(conn) = ep.accept().await {
+                tokio::spawn(async move { while conn.accept_bi().await.is_ok() {} });
+            }
+        })
+    };
+    let mut workers = tokio::task::JoinSet::new();
+    for w in 0..FLOOD_WORKERS {
+        let ep = p.client_ep.clone();
+        workers.spawn(async move {
+            for i in 0..FLOOD_PER_WORKER {
+                let c = ep
+                    .connect(server_addr, "localhost")
+                    .await
+                    .map_err(|e| Failure(format!("flood worker {w}, handshake {i}: {e}")))?;
+                c.close(0, b"flood");
+            }
+            Ok::<(), Failure>(())
+        });
+    }
+    let result = async {
+        while let Some(r) = workers.join_next().await {
+            r.map_err(|e| Failure(format!("flood worker panicked: {e}")))??;
+        }
+        // The long-lived connection on the same two endpoints must not have noticed.
+        for round in 0..3 {
+            still_works(&p, &format!("after the flood, round {round}")).await?;
+        }
+        ensure!(
+            p.client.close_reason().is_none() && p.server.close_reason().is_none(),
+            "the flood closed the long-lived connection"
+        );
+        // Every closed flood connection leaves both endpoints (none lingers until its
+        // idle timeout, which would mean its close never reached the peer).
+        let deadline = Instant::now() + FLOOD_SETTLE;
+        loop {
+            let (c, s) = (p.client_ep.stats(), p.server_ep.stats());
+            if c.open_connections == 1 && s.open_connections == 1 {
+                break;
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "{} s after the flood the client endpoint still has {} open connections and \
+                 the server {} (1 expected: the long-lived one)",
+                FLOOD_SETTLE.as_secs(),
+                c.open_connections,
+                s.open_connections
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(Outcome::Passed)
+    }
+    .await;
+    acceptor.abort();
+    result
+}

@@ -130,6 +130,12 @@ pub fn progress(show: bool, len: u64, unit: &str) -> Option<indicatif::ProgressB
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Diagnostics go to stderr, filtered by `RUST_LOG` (e.g. `RUST_LOG=stoq_quiche=debug`);
+    // nothing is printed without it. `try_init`: a second subscriber is not an error.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .try_init();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
