@@ -24,8 +24,8 @@ struct Args {
     /// Comma-separated scenario names (default: all built-in).
     #[arg(long, value_delimiter = ',')]
     scenarios: Vec<String>,
-    /// Comma-separated driver names: stoq-quinn, stoq-s2n, quinn-direct, s2n-direct, tcp,
-    /// tls-tcp (default: all).
+    /// Comma-separated driver names: stoq-quinn, stoq-s2n, quinn-direct, s2n-direct,
+    /// quiche-direct, tcp, tls-tcp (default: all).
     #[arg(long, value_delimiter = ',')]
     drivers: Vec<String>,
     /// Runs per cell (default: each scenario's own).

@@ -11,8 +11,8 @@ use crate::scenario::{Scenario, Workload};
 /// The server name both sides use (the leaf certificate covers it).
 pub(crate) const SERVER_NAME: &str = "localhost";
 
-/// The transport settings every QUIC driver uses (STOQ backends, quinn and s2n-quic driven
-/// directly): STOQ's defaults — 1452 B UDP payload pinned, MTU discovery off, 8 MiB stream
+/// The transport settings every QUIC driver uses (STOQ backends, quinn, s2n-quic and quiche
+/// driven directly): STOQ's defaults — 1452 B UDP payload pinned, MTU discovery off, 8 MiB stream
 /// and 32 MiB connection windows, 32 MiB send window, 4 MiB socket buffers, GSO/GRO,
 /// CUBIC, datagrams on — with ALPN `stoq-bench` and a 60 s idle timeout.
 pub fn bench_config() -> TransportConfig {
@@ -38,10 +38,25 @@ pub enum Driver {
     /// transport settings as `stoq-s2n` (its providers, [`stoq_s2n::EngineProviders`]):
     /// the reference for STOQ's framework overhead on s2n-quic ([`crate::s2n_direct`]).
     S2nDirect,
+    /// quiche 0.30 without STOQ, through Cloudflare's tokio-quiche driver (its generic
+    /// `ApplicationOverQuic`), with `stoq-quiche`'s transport settings and BoringSSL
+    /// context: the reference for STOQ's framework overhead on quiche
+    /// ([`crate::quiche_direct`]).
+    QuicheDirect,
     /// Kernel TCP over loopback (tokio `TcpStream`, `TCP_NODELAY`), no encryption.
     KernelTcp,
     /// TLS 1.3 over kernel TCP (tokio-rustls 0.26 with `stoq_crypto`'s rustls configs).
     TlsTcp,
+}
+
+/// The error for the quiche-direct row in a build without the `quiche-direct` feature.
+#[cfg(not(feature = "quiche-direct"))]
+pub(crate) fn quiche_direct_missing() -> crate::BenchError {
+    crate::BenchError::Usage(
+        "the quiche-direct row is not compiled in: build with the `quiche-direct` feature \
+         (stoq-bench), or `--features quiche-direct` for phoenix"
+            .into(),
+    )
 }
 
 /// The kind of a [`Driver`], without its backend.
@@ -56,6 +71,8 @@ pub enum DriverKind {
     QuinnDirect,
     /// [`Driver::S2nDirect`].
     S2nDirect,
+    /// [`Driver::QuicheDirect`].
+    QuicheDirect,
     /// [`Driver::KernelTcp`].
     KernelTcp,
     /// [`Driver::TlsTcp`].
@@ -70,6 +87,7 @@ impl DriverKind {
             DriverKind::Sdk => "sdk",
             DriverKind::QuinnDirect => "quinn-direct",
             DriverKind::S2nDirect => "s2n-direct",
+            DriverKind::QuicheDirect => "quiche-direct",
             DriverKind::KernelTcp => "tcp",
             DriverKind::TlsTcp => "tls-tcp",
         }
@@ -82,6 +100,7 @@ impl DriverKind {
             DriverKind::Sdk,
             DriverKind::QuinnDirect,
             DriverKind::S2nDirect,
+            DriverKind::QuicheDirect,
             DriverKind::KernelTcp,
             DriverKind::TlsTcp,
         ]
@@ -104,20 +123,20 @@ pub enum Applicability {
 
 impl Driver {
     /// The default set for `backends`: each backend through STOQ, then quinn direct, s2n
-    /// direct, kernel TCP and TLS over TCP.
+    /// direct, quiche direct (with the `quiche-direct` feature), kernel TCP and TLS over
+    /// TCP.
     pub fn defaults(backends: impl IntoIterator<Item = Arc<dyn Backend>>) -> Vec<Driver> {
         let mut v: Vec<Driver> = backends.into_iter().map(Driver::Stoq).collect();
-        v.extend([
-            Driver::QuinnDirect,
-            Driver::S2nDirect,
-            Driver::KernelTcp,
-            Driver::TlsTcp,
-        ]);
+        v.extend([Driver::QuinnDirect, Driver::S2nDirect]);
+        if cfg!(feature = "quiche-direct") {
+            v.push(Driver::QuicheDirect);
+        }
+        v.extend([Driver::KernelTcp, Driver::TlsTcp]);
         v
     }
 
-    /// The report's row name: `stoq-<backend>`, `quinn-direct`, `s2n-direct`, `tcp`,
-    /// `tls-tcp`.
+    /// The report's row name: `stoq-<backend>`, `quinn-direct`, `s2n-direct`,
+    /// `quiche-direct`, `tcp`, `tls-tcp`.
     pub fn name(&self) -> String {
         match self {
             Driver::Stoq(b) => format!("stoq-{}", b.name()),
@@ -133,6 +152,7 @@ impl Driver {
             Driver::Sdk(_) => DriverKind::Sdk,
             Driver::QuinnDirect => DriverKind::QuinnDirect,
             Driver::S2nDirect => DriverKind::S2nDirect,
+            Driver::QuicheDirect => DriverKind::QuicheDirect,
             Driver::KernelTcp => DriverKind::KernelTcp,
             Driver::TlsTcp => DriverKind::TlsTcp,
         }
@@ -161,6 +181,9 @@ impl Driver {
             Driver::S2nDirect => {
                 "s2n-quic's own API, same rustls configs and transport settings as stoq-s2n".into()
             }
+            Driver::QuicheDirect => "quiche through tokio-quiche (no STOQ), same BoringSSL \
+                                     context and transport settings as stoq-quiche"
+                .into(),
             Driver::KernelTcp => "kernel TCP over loopback, TCP_NODELAY, no encryption".into(),
             Driver::TlsTcp => {
                 "TLS 1.3 over kernel TCP (tokio-rustls, same stoq-crypto rustls configs)".into()
@@ -173,7 +196,11 @@ impl Driver {
     pub(crate) fn multiplexed(&self) -> bool {
         matches!(
             self,
-            Driver::Stoq(_) | Driver::Sdk(_) | Driver::QuinnDirect | Driver::S2nDirect
+            Driver::Stoq(_)
+                | Driver::Sdk(_)
+                | Driver::QuinnDirect
+                | Driver::S2nDirect
+                | Driver::QuicheDirect
         )
     }
 
@@ -268,11 +295,12 @@ mod tests {
     use super::*;
     use crate::ServerCli;
 
-    const KINDS: [DriverKind; 6] = [
+    const KINDS: [DriverKind; 7] = [
         DriverKind::Stoq,
         DriverKind::Sdk,
         DriverKind::QuinnDirect,
         DriverKind::S2nDirect,
+        DriverKind::QuicheDirect,
         DriverKind::KernelTcp,
         DriverKind::TlsTcp,
     ];
@@ -283,7 +311,11 @@ mod tests {
             assert_eq!(DriverKind::from_arg(k.arg()), Some(k));
         }
         // The results' JSON spells the direct rows' kinds as their command-line names.
-        for k in [DriverKind::QuinnDirect, DriverKind::S2nDirect] {
+        for k in [
+            DriverKind::QuinnDirect,
+            DriverKind::S2nDirect,
+            DriverKind::QuicheDirect,
+        ] {
             assert_eq!(
                 serde_json::to_string(&k).unwrap(),
                 format!("\"{}\"", k.arg())
@@ -294,6 +326,10 @@ mod tests {
             Some(DriverKind::S2nDirect)
         );
         assert_eq!(DriverKind::from_arg("s2n"), None);
+        assert_eq!(
+            DriverKind::from_arg("quiche-direct"),
+            Some(DriverKind::QuicheDirect)
+        );
     }
 
     #[test]
@@ -310,6 +346,8 @@ mod tests {
                 "stoq-s2n",
                 "quinn-direct",
                 "s2n-direct",
+                #[cfg(feature = "quiche-direct")]
+                "quiche-direct",
                 "tcp",
                 "tls-tcp"
             ]
@@ -322,12 +360,21 @@ mod tests {
             s2n.description(),
             "s2n-quic's own API, same rustls configs and transport settings as stoq-s2n"
         );
+        if cfg!(feature = "quiche-direct") {
+            let quiche = &drivers[4];
+            assert_eq!(quiche.kind(), DriverKind::QuicheDirect);
+            assert_eq!(quiche.backend_name(), None);
+            assert!(quiche.multiplexed());
+            assert!(quiche.description().contains("tokio-quiche"));
+        } else {
+            assert_eq!(drivers[4].kind(), DriverKind::KernelTcp);
+        }
     }
 
     #[test]
     fn the_direct_rows_run_every_scenario_streams_on_one_connection() {
         for s in crate::scenario::builtin() {
-            for d in [Driver::QuinnDirect, Driver::S2nDirect] {
+            for d in [Driver::QuinnDirect, Driver::S2nDirect, Driver::QuicheDirect] {
                 let Applicability::Runs { note } = d.applicability(&s) else {
                     panic!("{} cannot run {}", d.name(), s.name);
                 };
@@ -373,5 +420,25 @@ mod tests {
             .into_args(|| panic!("no backend for a direct driver"))
             .unwrap();
         assert_eq!(parsed.driver.kind(), DriverKind::S2nDirect);
+    }
+
+    #[test]
+    fn the_server_command_line_names_the_quiche_direct_driver() {
+        let args = ServerCli::to_args(
+            &Driver::QuicheDirect,
+            "[::1]:0".parse().unwrap(),
+            std::path::Path::new("/certs"),
+        );
+        assert_eq!(args[..2], ["--driver", "quiche-direct"]);
+        assert!(!args.iter().any(|a| a == "--backend"));
+        let cli = ServerCli {
+            driver: "quiche-direct".into(),
+            bind: "[::1]:0".parse().unwrap(),
+            cert_dir: "/certs".into(),
+        };
+        let parsed = cli
+            .into_args(|| panic!("no backend for a direct driver"))
+            .unwrap();
+        assert_eq!(parsed.driver.kind(), DriverKind::QuicheDirect);
     }
 }

@@ -2,9 +2,9 @@
 //!
 //! A benchmark **matrix**: scenarios (bulk transfer, many connections, many streams,
 //! request/response, handshakes, cold versus pooled connects, datagrams) times drivers
-//! (any STOQ backend through STOQ's traits, quinn and s2n-quic driven directly, kernel
-//! TCP, TLS over TCP), so that STOQ's framework overhead is a measured ratio and every
-//! engine is judged against the same references.
+//! (any STOQ backend through STOQ's traits, quinn, s2n-quic and quiche driven directly,
+//! kernel TCP, TLS over TCP), so that STOQ's framework overhead is a measured ratio and
+//! every engine is judged against the same references.
 //!
 //! Method (shared/FACTS.md):
 //! * Client and server run in **separate processes**: [`run_matrix`] spawns the server
@@ -15,7 +15,8 @@
 //!   getrusage), turned into CPU-seconds per GiB (or per operation).
 //! * Every QUIC driver pins the UDP payload at 1452 B with MTU discovery off and the same
 //!   windows ([`bench_config`]); every driver (QUIC and TLS/TCP) uses `stoq-crypto`'s
-//!   rustls configurations, so TLS_AES_128_GCM_SHA256 everywhere.
+//!   rustls configurations, except the quiche rows (stoq-quiche, [`quiche_direct`]), which
+//!   load the same certificates into BoringSSL; TLS_AES_128_GCM_SHA256 everywhere.
 //! * Each cell records its run count, median, minimum and maximum ([`stats::Summary`]).
 //!
 //! Scenarios are data: one TOML file each in `benches/scenarios/`, embedded in the library
@@ -32,7 +33,10 @@ pub mod driver;
 mod error;
 pub mod loopback;
 mod net;
+pub mod paired;
 pub mod pattern;
+#[cfg(feature = "quiche-direct")]
+pub mod quiche_direct;
 pub mod quinn_direct;
 pub mod report;
 pub mod results;

@@ -4,7 +4,8 @@
 //! by `connect`; every further stream is a new TCP (or TLS) connection.
 //!
 //! Also here: the quinn configuration the quinn-direct driver builds itself, mirroring what
-//! `stoq-quinn` builds from the same [`TransportConfig`] (s2n-direct: [`crate::s2n_direct`]).
+//! `stoq-quinn` builds from the same [`TransportConfig`] (s2n-direct: [`crate::s2n_direct`];
+//! quiche-direct: [`crate::quiche_direct`]).
 
 use std::io;
 use std::net::SocketAddr;
@@ -96,6 +97,12 @@ pub(crate) fn dialer(
             })
         }
         Driver::S2nDirect => Arc::new(crate::s2n_direct::S2nDialer::new(addr, tls, &config)?),
+        #[cfg(feature = "quiche-direct")]
+        Driver::QuicheDirect => {
+            Arc::new(crate::quiche_direct::QuicheDialer::new(addr, tls, &config)?)
+        }
+        #[cfg(not(feature = "quiche-direct"))]
+        Driver::QuicheDirect => return Err(crate::driver::quiche_direct_missing()),
         Driver::KernelTcp => Arc::new(TcpDialer(Arc::new(TcpDialerInner { addr, tls: None }))),
         Driver::TlsTcp => {
             let cc = stoq_crypto::client_config(tls, &config.alpn)?;

@@ -1,7 +1,8 @@
 //! Reports from [`MatrixResults`]: a Markdown table (rows = drivers, columns = scenarios,
 //! cells = median with spread), the framework-overhead ratios (each `stoq-<engine>` row
 //! versus its `<engine>-direct` reference: stoq-quinn / quinn-direct, stoq-s2n /
-//! s2n-direct), the pooled/cold connect ratios, CPU costs, and an SVG bar chart.
+//! s2n-direct, stoq-quiche / quiche-direct), the pooled/cold connect ratios, CPU costs,
+//! and an SVG bar chart.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -192,6 +193,7 @@ pub fn markdown(results: &MatrixResults) -> String {
     }
     out.push('\n');
 
+    out.push_str(&crate::paired::markdown(&results.paired));
     overhead_section(results, &mut out);
     connect_section(results, &mut out);
     cpu_section(results, &mut out);
@@ -201,7 +203,7 @@ pub fn markdown(results: &MatrixResults) -> String {
 
 /// Pairs each row on a backend (`stoq-<engine>`, and SDK rows on it) with the
 /// `<engine>-direct` reference row when the results hold one: stoq-quinn / quinn-direct,
-/// stoq-s2n / s2n-direct.
+/// stoq-s2n / s2n-direct, stoq-quiche / quiche-direct.
 fn overhead_pairs(results: &MatrixResults) -> Vec<(String, String)> {
     results
         .drivers
@@ -697,6 +699,7 @@ mod tests {
                 cell("tcp", "connect_cold_vs_pooled", CellStatus::Skipped, vec![]),
                 cell("tcp", "datagrams", CellStatus::NotApplicable, vec![]),
             ],
+            paired: Vec::new(),
         }
     }
 
@@ -893,5 +896,25 @@ mod tests {
         let mut r = fixture();
         r.drivers.retain(|d| d.name != "quinn-direct");
         assert!(!markdown(&r).contains("Framework overhead"));
+    }
+
+    #[test]
+    fn the_quiche_row_is_paired_with_quiche_direct() {
+        let mut r = fixture_with_s2n();
+        let info = |name: &str, kind, backend: Option<&str>| DriverInfo {
+            name: name.into(),
+            kind,
+            backend: backend.map(Into::into),
+            description: String::new(),
+        };
+        r.drivers
+            .push(info("stoq-quiche", DriverKind::Stoq, Some("quiche")));
+        r.drivers
+            .push(info("quiche-direct", DriverKind::QuicheDirect, None));
+        assert_eq!(
+            overhead_pairs(&r).last(),
+            Some(&("stoq-quiche".to_string(), "quiche-direct".to_string()))
+        );
+        assert!(markdown(&r).contains("### Framework overhead: stoq-quiche / quiche-direct"));
     }
 }

@@ -27,12 +27,17 @@ pub struct MatrixResults {
     pub scenarios: Vec<crate::Scenario>,
     /// One cell per driver and scenario.
     pub cells: Vec<CellResult>,
+    /// STOQ rows against their engines' direct rows in alternating runs
+    /// ([`crate::paired`]); empty in results written before it existed.
+    #[serde(default)]
+    pub paired: Vec<crate::paired::PairedOverhead>,
 }
 
 /// A driver as recorded in the results.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DriverInfo {
-    /// Row name (`stoq-quinn`, `stoq-s2n`, `quinn-direct`, `s2n-direct`, `tcp`, `tls-tcp`).
+    /// Row name (`stoq-quinn`, `stoq-s2n`, `quinn-direct`, `s2n-direct`, `quiche-direct`,
+    /// `tcp`, `tls-tcp`).
     pub name: String,
     /// The driver's kind.
     pub kind: crate::DriverKind,

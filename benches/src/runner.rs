@@ -15,6 +15,7 @@ use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use crate::client::{self, Ctx, RunData};
 use crate::driver::{Applicability, Driver, SERVER_NAME};
 use crate::net::{dialer, Dialer, Session};
+use crate::paired::PairedOverhead;
 use crate::results::{
     metric_meta, CellResult, CellStatus, DriverInfo, Machine, MatrixResults, Metric,
 };
@@ -75,6 +76,11 @@ pub struct MatrixOptions {
     pub cert_dir: Option<PathBuf>,
     /// Run one small unrecorded transfer on each driver before its first cell.
     pub warmup: bool,
+    /// Rounds of the paired overhead comparison ([`crate::paired`]) per STOQ row and
+    /// scenario; 0 turns it off. It runs after the matrix, within the same budget.
+    pub paired_rounds: usize,
+    /// The scenarios compared in pairs (by name; absent ones are ignored).
+    pub paired_scenarios: Vec<String>,
 }
 
 impl MatrixOptions {
@@ -90,16 +96,20 @@ impl MatrixOptions {
             bind: "[::1]:0".parse().expect("literal"),
             cert_dir: None,
             warmup: true,
+            paired_rounds: crate::paired::DEFAULT_ROUNDS,
+            paired_scenarios: crate::paired::default_scenarios(),
         }
     }
 
-    /// The smallest matrix: quick scale, one run per cell, 30 s per run, no warm-up.
+    /// The smallest matrix: quick scale, one run per cell, 30 s per run, no warm-up, one
+    /// paired round.
     pub fn quick(server_command: Vec<OsString>) -> Self {
         MatrixOptions {
             scale: Scale::Quick,
             runs: Some(1),
             run_timeout: Duration::from_secs(30),
             warmup: false,
+            paired_rounds: 1,
             ..MatrixOptions::new(server_command)
         }
     }
@@ -176,10 +186,17 @@ pub async fn run_matrix(
         Applicability::Runs { .. } => options.runs.unwrap_or(s.runs),
         Applicability::NotApplicable(_) => 0,
     };
+    let paired_scenarios: Vec<&Scenario> = scenarios
+        .iter()
+        .filter(|s| options.paired_scenarios.contains(&s.name))
+        .collect();
+    let paired_runs =
+        crate::paired::pairs(&drivers).len() * paired_scenarios.len() * options.paired_rounds * 2;
     let total: usize = drivers
         .iter()
         .flat_map(|d| scenarios.iter().map(move |s| planned(d, s)))
-        .sum();
+        .sum::<usize>()
+        + paired_runs;
     let mut remaining_cells = drivers
         .iter()
         .flat_map(|d| scenarios.iter().map(move |s| planned(d, s)))
@@ -344,6 +361,149 @@ pub async fn run_matrix(
         }
     }
 
+    let mut paired = Vec::new();
+    if options.paired_rounds > 0 {
+        for (stoq, direct) in crate::paired::pairs(&drivers) {
+            let name = format!("{} vs {}", stoq.name(), direct.name());
+            let mut report = |completed: usize, scenario: &str, message: String| {
+                progress(&Progress {
+                    completed,
+                    total,
+                    driver: name.clone(),
+                    scenario: scenario.to_string(),
+                    message,
+                    elapsed: start.elapsed(),
+                })
+            };
+            let mut results: Vec<PairedOverhead> = paired_scenarios
+                .iter()
+                .map(|s| PairedOverhead::new(stoq, direct, s))
+                .collect();
+            let planned_here = paired_scenarios.len() * options.paired_rounds * 2;
+            let done_before = completed;
+            if Instant::now() >= deadline {
+                for r in &mut results {
+                    r.failure = Some(format!(
+                        "time budget of {} s spent",
+                        options.budget.as_secs()
+                    ));
+                }
+            } else {
+                report(completed, "", format!("{name}: starting both servers"));
+                let lives = match Live::start(options, stoq, cert_dir, &tls).await {
+                    Ok(a) => match Live::start(options, direct, cert_dir, &tls).await {
+                        Ok(b) => Ok((a, b)),
+                        Err(e) => {
+                            a.stop().await;
+                            Err(e)
+                        }
+                    },
+                    Err(e) => Err(e),
+                };
+                match lives {
+                    Err(e) => {
+                        for r in &mut results {
+                            r.failure = Some(format!("could not start: {e}"));
+                        }
+                    }
+                    Ok((a, b)) => {
+                        for (scenario, result) in paired_scenarios.iter().zip(&mut results) {
+                            let began = Instant::now();
+                            for round in 0..options.paired_rounds {
+                                if !crate::paired::round_fits(began, round, deadline) {
+                                    result.failure = Some(format!(
+                                        "time budget of {} s spent after {round} rounds",
+                                        options.budget.as_secs()
+                                    ));
+                                    break;
+                                }
+                                report(
+                                    completed,
+                                    &scenario.name,
+                                    format!(
+                                        "{name} / {}: paired round {} of {}",
+                                        scenario.name,
+                                        round + 1,
+                                        options.paired_rounds
+                                    ),
+                                );
+                                let order = if crate::paired::stoq_first(round) {
+                                    [(&a, stoq), (&b, direct)]
+                                } else {
+                                    [(&b, direct), (&a, stoq)]
+                                };
+                                let mut values = [None, None];
+                                let mut failed = None;
+                                for (live, driver) in order {
+                                    let ctx = Ctx {
+                                        dialer: live.dialer.clone(),
+                                        control: live.control.clone(),
+                                        multiplexed: driver.multiplexed(),
+                                        seed: run_seed(
+                                            &driver.name(),
+                                            &scenario.name,
+                                            1000 + round,
+                                        ),
+                                    };
+                                    let outcome = tokio::time::timeout(
+                                        options.run_timeout,
+                                        client::run(&ctx, &scenario.workload),
+                                    )
+                                    .await;
+                                    completed += 1;
+                                    let v = match outcome {
+                                        Ok(Ok(data)) => data
+                                            .values
+                                            .iter()
+                                            .find(|(k, _)| *k == result.metric)
+                                            .map(|(_, v)| *v),
+                                        Ok(Err(e)) => {
+                                            failed = Some(format!("{}: {e}", driver.name()));
+                                            None
+                                        }
+                                        Err(_) => {
+                                            failed = Some(format!(
+                                                "{}: run timed out after {} s",
+                                                driver.name(),
+                                                options.run_timeout.as_secs()
+                                            ));
+                                            None
+                                        }
+                                    };
+                                    let slot = usize::from(!std::ptr::eq(driver, stoq));
+                                    values[slot] = v;
+                                    if failed.is_some() {
+                                        break;
+                                    }
+                                }
+                                match (values, failed) {
+                                    ([Some(s), Some(d)], None) => result.record(s, d),
+                                    (_, Some(f)) => {
+                                        result.failure = Some(format!("round {}: {f}", round + 1));
+                                        break;
+                                    }
+                                    _ => {
+                                        result.failure = Some(format!(
+                                            "round {}: no {} value",
+                                            round + 1,
+                                            result.metric
+                                        ));
+                                        break;
+                                    }
+                                }
+                            }
+                        }
+                        a.stop().await;
+                        b.stop().await;
+                    }
+                }
+            }
+            completed = done_before + planned_here;
+            report(completed, "", format!("{name}: paired runs done"));
+            paired.extend(results);
+        }
+    }
+
     Ok(MatrixResults {
         format: 1,
         machine,
@@ -361,6 +521,7 @@ pub async fn run_matrix(
             .collect(),
         scenarios,
         cells,
+        paired,
     })
 }
 

@@ -54,7 +54,7 @@ pub struct ServerArgs {
 /// (phoenix's global `--backend`); a program without one declares it beside this struct.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServerCli {
-    /// Driver: stoq, quinn-direct, s2n-direct, tcp or tls-tcp.
+    /// Driver: stoq, quinn-direct, s2n-direct, quiche-direct, tcp or tls-tcp.
     #[arg(long)]
     pub driver: String,
     /// Address to listen on.
@@ -99,7 +99,8 @@ impl ServerCli {
     ) -> Result<ServerArgs, BenchError> {
         let kind = DriverKind::from_arg(&self.driver).ok_or_else(|| {
             BenchError::Usage(format!(
-                "unknown driver {:?}; expected stoq, quinn-direct, s2n-direct, tcp or tls-tcp",
+                "unknown driver {:?}; expected stoq, quinn-direct, s2n-direct, quiche-direct, \
+                 tcp or tls-tcp",
                 self.driver
             ))
         })?;
@@ -112,6 +113,7 @@ impl ServerCli {
             }
             DriverKind::QuinnDirect => Driver::QuinnDirect,
             DriverKind::S2nDirect => Driver::S2nDirect,
+            DriverKind::QuicheDirect => Driver::QuicheDirect,
             DriverKind::KernelTcp => Driver::KernelTcp,
             DriverKind::TlsTcp => Driver::TlsTcp,
         };
@@ -160,6 +162,9 @@ pub(crate) enum Server {
     Quinn(quinn::Endpoint),
     /// s2n-quic's server (taken and dropped by `close`) and its address.
     S2n(tokio::sync::Mutex<Option<s2n_quic::Server>>, SocketAddr),
+    /// quiche through tokio-quiche.
+    #[cfg(feature = "quiche-direct")]
+    Quiche(crate::quiche_direct::QuicheServer),
     Tcp(TcpListener, Option<tokio_rustls::TlsAcceptor>),
 }
 
@@ -192,6 +197,12 @@ impl Server {
                     .map_err(|e| BenchError::io("reading local address", e))?;
                 Server::S2n(tokio::sync::Mutex::new(Some(server)), addr)
             }
+            #[cfg(feature = "quiche-direct")]
+            Driver::QuicheDirect => Server::Quiche(crate::quiche_direct::QuicheServer::bind(
+                bind, tls, &config,
+            )?),
+            #[cfg(not(feature = "quiche-direct"))]
+            Driver::QuicheDirect => return Err(crate::driver::quiche_direct_missing()),
             Driver::KernelTcp | Driver::TlsTcp => {
                 let listener = TcpListener::bind(bind)
                     .await
@@ -214,6 +225,8 @@ impl Server {
                 .local_addr()
                 .map_err(|e| BenchError::io("reading local address", e)),
             Server::S2n(_, addr) => Ok(*addr),
+            #[cfg(feature = "quiche-direct")]
+            Server::Quiche(q) => Ok(q.local_addr()),
             Server::Tcp(l, _) => l
                 .local_addr()
                 .map_err(|e| BenchError::io("reading local address", e)),
@@ -294,6 +307,33 @@ impl Server {
                 }
                 Ok(())
             }
+            #[cfg(feature = "quiche-direct")]
+            Server::Quiche(server) => {
+                server
+                    .run(|conn| {
+                        let state = state.clone();
+                        tokio::spawn(async move {
+                            if !conn.established().await {
+                                return;
+                            }
+                            state.conns.fetch_add(1, Relaxed);
+                            let conn = Arc::new(conn);
+                            {
+                                let (conn, state) = (conn.clone(), state.clone());
+                                tokio::spawn(async move {
+                                    while let Some(d) = conn.recv_datagram().await {
+                                        state.datagram(&d);
+                                    }
+                                });
+                            }
+                            while let Some((send, recv)) = conn.accept_bi().await {
+                                tokio::spawn(handle_stream(send, recv, state.clone(), false));
+                            }
+                        });
+                    })
+                    .await;
+                Ok(())
+            }
             Server::Tcp(listener, acceptor) => loop {
                 let (tcp, _) = listener
                     .accept()
@@ -315,6 +355,8 @@ impl Server {
             }
             // Dropping s2n-quic's server stops accepting; the process exits next.
             Server::S2n(server, _) => drop(server.lock().await.take()),
+            #[cfg(feature = "quiche-direct")]
+            Server::Quiche(server) => server.close().await,
             Server::Tcp(..) => {}
         }
     }

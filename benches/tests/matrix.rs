@@ -1,6 +1,6 @@
 //! The whole matrix at its smallest scale: every default driver (quinn and s2n through
-//! STOQ, quinn direct, s2n direct, TCP, TLS/TCP) times every built-in scenario, with the
-//! server in a separate process (`stoq-bench-server`), one run per cell.
+//! STOQ, quinn direct, s2n direct, quiche direct, TCP, TLS/TCP) times every built-in
+//! scenario, with the server in a separate process (`stoq-bench-server`), one run per cell.
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -25,6 +25,8 @@ async fn quick_matrix_measures_every_applicable_cell() {
             "stoq-s2n",
             "quinn-direct",
             "s2n-direct",
+            #[cfg(feature = "quiche-direct")]
+            "quiche-direct",
             "tcp",
             "tls-tcp"
         ]
@@ -47,8 +49,13 @@ async fn quick_matrix_measures_every_applicable_cell() {
         "progress never goes back"
     );
 
-    assert_eq!(results.drivers.len(), 6);
-    assert_eq!(results.cells.len(), 6 * scenarios.len());
+    let rows = if cfg!(feature = "quiche-direct") {
+        7
+    } else {
+        6
+    };
+    assert_eq!(results.drivers.len(), rows);
+    assert_eq!(results.cells.len(), rows * scenarios.len());
     for c in &results.cells {
         let tcp = c.driver == "tcp" || c.driver == "tls-tcp";
         if tcp && c.scenario == "datagrams" {
@@ -77,12 +84,37 @@ async fn quick_matrix_measures_every_applicable_cell() {
         let cp = results.cell(d, "connect_cold_vs_pooled").unwrap();
         assert!(cp.median("cold_ms").unwrap() > 0.0);
     }
-    for d in ["stoq-quinn", "stoq-s2n", "quinn-direct", "s2n-direct"] {
+    for d in names.iter().filter(|n| !n.contains("tcp")) {
         let dg = results.cell(d, "datagrams").unwrap();
         assert!(dg.median("delivered_share_pct").unwrap() > 50.0, "{dg:?}");
     }
 
+    // The paired phase: each STOQ row against its direct row on both bulk scenarios, one
+    // alternating round each in the quick matrix.
+    let mut pairs: Vec<(&str, &str, &str)> = results
+        .paired
+        .iter()
+        .map(|p| (p.stoq.as_str(), p.direct.as_str(), p.scenario.as_str()))
+        .collect();
+    pairs.sort();
+    assert_eq!(
+        pairs,
+        [
+            ("stoq-quinn", "quinn-direct", "bulk"),
+            ("stoq-quinn", "quinn-direct", "bulk_8conn"),
+            ("stoq-s2n", "s2n-direct", "bulk"),
+            ("stoq-s2n", "s2n-direct", "bulk_8conn"),
+        ]
+    );
+    for p in &results.paired {
+        assert_eq!((p.rounds, p.failure.as_deref()), (1, None), "{p:?}");
+        let r = p.ratio.as_ref().expect("a ratio");
+        assert!(r.median > 0.0 && r.median.is_finite(), "{p:?}");
+        assert_eq!(p.ratios[0], p.stoq_values[0] / p.direct_values[0]);
+    }
+
     let md = report::markdown(&results);
+    assert!(md.contains("### Framework overhead, paired runs"));
     for d in &names {
         assert!(md.contains(&format!("| {d} |")), "{d} row missing");
     }

@@ -20,9 +20,82 @@ pub const GROUPS: &str = "X25519MLKEM768:X25519:P-256:P-384";
 
 /// Which side a TLS context serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Role {
+pub enum Role {
+    /// Dials: verifies the server's certificate and name against the trust roots.
     Client,
+    /// Accepts: presents the identity; verifies clients only if they must authenticate.
     Server,
+}
+
+/// The transport settings this backend gives quiche for a [`TransportConfig`], for
+/// drivers that build their quiche configuration themselves (the benchmark's
+/// `quiche-direct` row drives quiche through tokio-quiche, whose settings are plain
+/// values): both then run identical engine settings. Settings not listed are quiche's
+/// defaults.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EngineSettings {
+    /// `set_max_idle_timeout`, in milliseconds.
+    pub idle_timeout_ms: u64,
+    /// `set_initial_max_data` and `set_max_connection_window`.
+    pub connection_window: u64,
+    /// `set_initial_max_stream_data_{bidi_local,bidi_remote,uni}` and
+    /// `set_max_stream_window`.
+    pub stream_window: u64,
+    /// `set_initial_max_streams_bidi`.
+    pub max_streams_bidi: u64,
+    /// `set_initial_max_streams_uni`.
+    pub max_streams_uni: u64,
+    /// `set_max_recv_udp_payload_size`.
+    pub max_recv_udp_payload: usize,
+    /// `set_max_send_udp_payload_size`: the pinned payload without MTU discovery, its
+    /// ceiling with it.
+    pub max_send_udp_payload: usize,
+    /// `discover_pmtu`.
+    pub discover_pmtu: bool,
+    /// `enable_dgram(true, receive queue, send queue)` when `Some((receive, send))`.
+    pub datagram_queues: Option<(usize, usize)>,
+    /// `set_cc_algorithm`.
+    pub cc_algorithm: quiche::CongestionControlAlgorithm,
+    /// `enable_pacing`.
+    pub pacing: bool,
+}
+
+/// The quiche transport settings for `cfg`; a custom congestion controller (or STOQ's own
+/// implementation) is refused with `Error::Unsupported`, as at bind.
+pub fn engine_settings(cfg: &TransportConfig) -> Result<EngineSettings, Error> {
+    let (max_send_udp_payload, discover_pmtu) = if cfg.mtu_discovery {
+        (usize::from(cfg.max_udp_payload), true)
+    } else {
+        (usize::from(cfg.initial_max_udp_payload), false)
+    };
+    Ok(EngineSettings {
+        idle_timeout_ms: u64::try_from(cfg.idle_timeout.as_millis()).unwrap_or(u64::MAX),
+        connection_window: cfg.connection_receive_window,
+        stream_window: cfg.stream_receive_window,
+        max_streams_bidi: cfg.max_concurrent_bidi_streams,
+        max_streams_uni: cfg.max_concurrent_uni_streams,
+        // Datagrams larger than this are refused by the socket layer anyway.
+        max_recv_udp_payload: usize::from(cfg.max_udp_payload),
+        max_send_udp_payload,
+        discover_pmtu,
+        datagram_queues: cfg
+            .datagrams
+            .enabled
+            .then_some((cfg.datagrams.receive_queue, cfg.datagrams.send_queue)),
+        cc_algorithm: cc_algorithm(cfg)?,
+        // quiche paces only with BBR (gcongestion); `SendInfo.at` is honoured by the driver.
+        pacing: true,
+    })
+}
+
+/// The BoringSSL context this backend gives quiche for `tls` and `role`: identity, trust
+/// roots, verification mode and the key-exchange groups ([`GROUPS`]). Public for drivers
+/// that create quiche configurations themselves (the benchmark's `quiche-direct` row).
+pub fn ssl_context_builder(tls: &TlsMaterial, role: Role) -> Result<SslContextBuilder, Error> {
+    let mut ctx = ssl_context(tls, role)?;
+    ctx.set_curves_list(GROUPS)
+        .map_err(|e| Error::Tls(format!("BoringSSL rejected the groups {GROUPS}: {e}")))?;
+    Ok(ctx)
 }
 
 /// Builds the quiche configuration for connections of `role`.
@@ -31,40 +104,31 @@ pub(crate) fn quiche_config(
     tls: &TlsMaterial,
     role: Role,
 ) -> Result<quiche::Config, Error> {
-    let ctx = ssl_context(tls, role)?;
+    let ctx = ssl_context_builder(tls, role)?;
     let mut c = quiche::Config::with_boring_ssl_ctx_builder(quiche::PROTOCOL_VERSION, ctx)
         .map_err(|e| Error::Tls(format!("quiche rejected the TLS context: {e}")))?;
-    c.set_curves_list(GROUPS)
-        .map_err(|e| Error::Tls(format!("BoringSSL rejected the groups {GROUPS}: {e}")))?;
     let alpn: Vec<&[u8]> = cfg.alpn.iter().map(|p| p.as_bytes()).collect();
     c.set_application_protos(&alpn)
         .map_err(|e| Error::config("alpn", format!("quiche rejected it: {e}")))?;
 
-    let idle_ms = u64::try_from(cfg.idle_timeout.as_millis()).unwrap_or(u64::MAX);
-    c.set_max_idle_timeout(idle_ms);
-    c.set_initial_max_data(cfg.connection_receive_window);
-    c.set_max_connection_window(cfg.connection_receive_window);
-    c.set_initial_max_stream_data_bidi_local(cfg.stream_receive_window);
-    c.set_initial_max_stream_data_bidi_remote(cfg.stream_receive_window);
-    c.set_initial_max_stream_data_uni(cfg.stream_receive_window);
-    c.set_max_stream_window(cfg.stream_receive_window);
-    c.set_initial_max_streams_bidi(cfg.max_concurrent_bidi_streams);
-    c.set_initial_max_streams_uni(cfg.max_concurrent_uni_streams);
-    // Datagrams larger than this are refused by the socket layer anyway.
-    c.set_max_recv_udp_payload_size(usize::from(cfg.max_udp_payload));
-    if cfg.mtu_discovery {
-        c.discover_pmtu(true);
-        c.set_max_send_udp_payload_size(usize::from(cfg.max_udp_payload));
-    } else {
-        c.discover_pmtu(false);
-        c.set_max_send_udp_payload_size(usize::from(cfg.initial_max_udp_payload));
+    let s = engine_settings(cfg)?;
+    c.set_max_idle_timeout(s.idle_timeout_ms);
+    c.set_initial_max_data(s.connection_window);
+    c.set_max_connection_window(s.connection_window);
+    c.set_initial_max_stream_data_bidi_local(s.stream_window);
+    c.set_initial_max_stream_data_bidi_remote(s.stream_window);
+    c.set_initial_max_stream_data_uni(s.stream_window);
+    c.set_max_stream_window(s.stream_window);
+    c.set_initial_max_streams_bidi(s.max_streams_bidi);
+    c.set_initial_max_streams_uni(s.max_streams_uni);
+    c.set_max_recv_udp_payload_size(s.max_recv_udp_payload);
+    c.discover_pmtu(s.discover_pmtu);
+    c.set_max_send_udp_payload_size(s.max_send_udp_payload);
+    if let Some((receive, send)) = s.datagram_queues {
+        c.enable_dgram(true, receive, send);
     }
-    if cfg.datagrams.enabled {
-        c.enable_dgram(true, cfg.datagrams.receive_queue, cfg.datagrams.send_queue);
-    }
-    c.set_cc_algorithm(cc_algorithm(cfg)?);
-    // quiche paces only with BBR (gcongestion); `SendInfo.at` is honoured by the driver.
-    c.enable_pacing(true);
+    c.set_cc_algorithm(s.cc_algorithm);
+    c.enable_pacing(s.pacing);
     Ok(c)
 }
 

@@ -1,6 +1,7 @@
-//! `phoenix matrix`: every compiled-in backend (and the reference rows: quinn driven
+//! `phoenix matrix`: every compiled-in backend (and the reference rows: each engine driven
 //! directly, kernel TCP, TLS over TCP) x every scenario, client and server in separate
-//! processes; writes results JSON, a Markdown report and an SVG chart.
+//! processes, then each STOQ row against its engine's direct row in alternating runs;
+//! writes results JSON, a Markdown report and an SVG chart.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -23,7 +24,8 @@ pub struct Args {
     /// Only these scenarios (comma-separated names).
     #[arg(long, value_delimiter = ',')]
     scenarios: Vec<String>,
-    /// Only these rows (comma-separated: stoq-<backend>, quinn-direct, tcp, tls-tcp).
+    /// Only these rows (comma-separated: stoq-<backend>, phoenix-quinn, quinn-direct,
+    /// s2n-direct, quiche-direct, tcp, tls-tcp).
     #[arg(long, value_delimiter = ',')]
     drivers: Vec<String>,
     /// Directory for results.json, report.md and chart.svg.
@@ -32,6 +34,10 @@ pub struct Args {
     /// Stop starting new cells after this long, e.g. "9m".
     #[arg(long, value_parser = humantime::parse_duration)]
     budget: Option<Duration>,
+    /// Rounds of the paired overhead comparison (each STOQ row against its engine driven
+    /// directly, alternating run by run) on the bulk scenarios; 0 turns it off.
+    #[arg(long)]
+    paired_rounds: Option<usize>,
 }
 
 fn bench_err(e: stoq_bench::BenchError) -> CliError {
@@ -57,6 +63,9 @@ pub async fn run(_global: &crate::common::Global, args: Args, json: bool) -> Res
     }
     if let Some(b) = args.budget {
         options.budget = b;
+    }
+    if let Some(r) = args.paired_rounds {
+        options.paired_rounds = r;
     }
     let scenarios = if args.scenarios.is_empty() {
         scenario::builtin()
