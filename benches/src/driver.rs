@@ -224,6 +224,16 @@ impl Driver {
                         f.backend().name()
                     ))
                 }
+                // Known defect, kept visible rather than run: under the offered load the
+                // quiche-direct client (tokio-quiche's connection loop) intermittently
+                // starts growing memory by about the offered rate (50 MB/s) and never
+                // ends the run; 3 of 4 full matrices hit it. Until that is found, this
+                // cell is reported n/a with the reason.
+                Driver::QuicheDirect => Applicability::NotApplicable(
+                    "not run: the quiche-direct client (tokio-quiche) intermittently leaks \
+                     about 50 MB/s under this load and never finishes; under investigation"
+                        .into(),
+                ),
                 Driver::S2nDirect => Applicability::Runs {
                     note: Some(
                         "s2n-quic's default datagram provider (STOQ's queue sizes; a full send \
@@ -375,6 +385,14 @@ mod tests {
     fn the_direct_rows_run_every_scenario_streams_on_one_connection() {
         for s in crate::scenario::builtin() {
             for d in [Driver::QuinnDirect, Driver::S2nDirect, Driver::QuicheDirect] {
+                if let (Driver::QuicheDirect, Workload::Datagrams(_)) = (&d, &s.workload) {
+                    // The known quiche-direct datagram defect: reported, not run.
+                    let Applicability::NotApplicable(why) = d.applicability(&s) else {
+                        panic!("quiche-direct datagrams should be reported n/a");
+                    };
+                    assert!(why.contains("leaks"), "{why}");
+                    continue;
+                }
                 let Applicability::Runs { note } = d.applicability(&s) else {
                     panic!("{} cannot run {}", d.name(), s.name);
                 };

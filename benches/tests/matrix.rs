@@ -58,9 +58,15 @@ async fn quick_matrix_measures_every_applicable_cell() {
     assert_eq!(results.cells.len(), rows * scenarios.len());
     for c in &results.cells {
         let tcp = c.driver == "tcp" || c.driver == "tls-tcp";
-        if tcp && c.scenario == "datagrams" {
+        // quiche-direct's datagram cell is reported n/a (a known tokio-quiche client leak).
+        let not_run = tcp || c.driver == "quiche-direct";
+        if not_run && c.scenario == "datagrams" {
             assert_eq!(c.status, CellStatus::NotApplicable, "{c:?}");
-            assert!(c.reason.as_deref().unwrap().contains("datagrams"));
+            let reason = c.reason.as_deref().unwrap();
+            assert!(
+                reason.contains("datagrams") || reason.contains("leaks"),
+                "{reason}"
+            );
         } else {
             assert_eq!(
                 c.status,
@@ -84,7 +90,10 @@ async fn quick_matrix_measures_every_applicable_cell() {
         let cp = results.cell(d, "connect_cold_vs_pooled").unwrap();
         assert!(cp.median("cold_ms").unwrap() > 0.0);
     }
-    for d in names.iter().filter(|n| !n.contains("tcp")) {
+    for d in names
+        .iter()
+        .filter(|n| !n.contains("tcp") && *n != "quiche-direct")
+    {
         let dg = results.cell(d, "datagrams").unwrap();
         assert!(dg.median("delivered_share_pct").unwrap() > 50.0, "{dg:?}");
     }
