@@ -361,148 +361,26 @@ pub async fn run_matrix(
         }
     }
 
-    let mut paired = Vec::new();
-    if options.paired_rounds > 0 {
-        for (stoq, direct) in crate::paired::pairs(&drivers) {
-            let name = format!("{} vs {}", stoq.name(), direct.name());
-            let mut report = |completed: usize, scenario: &str, message: String| {
-                progress(&Progress {
-                    completed,
-                    total,
-                    driver: name.clone(),
-                    scenario: scenario.to_string(),
-                    message,
-                    elapsed: start.elapsed(),
-                })
-            };
-            let mut results: Vec<PairedOverhead> = paired_scenarios
-                .iter()
-                .map(|s| PairedOverhead::new(stoq, direct, s))
-                .collect();
-            let planned_here = paired_scenarios.len() * options.paired_rounds * 2;
-            let done_before = completed;
-            if Instant::now() >= deadline {
-                for r in &mut results {
-                    r.failure = Some(format!(
-                        "time budget of {} s spent",
-                        options.budget.as_secs()
-                    ));
-                }
-            } else {
-                report(completed, "", format!("{name}: starting both servers"));
-                let lives = match Live::start(options, stoq, cert_dir, &tls).await {
-                    Ok(a) => match Live::start(options, direct, cert_dir, &tls).await {
-                        Ok(b) => Ok((a, b)),
-                        Err(e) => {
-                            a.stop().await;
-                            Err(e)
-                        }
-                    },
-                    Err(e) => Err(e),
-                };
-                match lives {
-                    Err(e) => {
-                        for r in &mut results {
-                            r.failure = Some(format!("could not start: {e}"));
-                        }
-                    }
-                    Ok((a, b)) => {
-                        for (scenario, result) in paired_scenarios.iter().zip(&mut results) {
-                            let began = Instant::now();
-                            for round in 0..options.paired_rounds {
-                                if !crate::paired::round_fits(began, round, deadline) {
-                                    result.failure = Some(format!(
-                                        "time budget of {} s spent after {round} rounds",
-                                        options.budget.as_secs()
-                                    ));
-                                    break;
-                                }
-                                report(
-                                    completed,
-                                    &scenario.name,
-                                    format!(
-                                        "{name} / {}: paired round {} of {}",
-                                        scenario.name,
-                                        round + 1,
-                                        options.paired_rounds
-                                    ),
-                                );
-                                let order = if crate::paired::stoq_first(round) {
-                                    [(&a, stoq), (&b, direct)]
-                                } else {
-                                    [(&b, direct), (&a, stoq)]
-                                };
-                                let mut values = [None, None];
-                                let mut failed = None;
-                                for (live, driver) in order {
-                                    let ctx = Ctx {
-                                        dialer: live.dialer.clone(),
-                                        control: live.control.clone(),
-                                        multiplexed: driver.multiplexed(),
-                                        seed: run_seed(
-                                            &driver.name(),
-                                            &scenario.name,
-                                            1000 + round,
-                                        ),
-                                    };
-                                    let outcome = tokio::time::timeout(
-                                        options.run_timeout,
-                                        client::run(&ctx, &scenario.workload),
-                                    )
-                                    .await;
-                                    completed += 1;
-                                    let v = match outcome {
-                                        Ok(Ok(data)) => data
-                                            .values
-                                            .iter()
-                                            .find(|(k, _)| *k == result.metric)
-                                            .map(|(_, v)| *v),
-                                        Ok(Err(e)) => {
-                                            failed = Some(format!("{}: {e}", driver.name()));
-                                            None
-                                        }
-                                        Err(_) => {
-                                            failed = Some(format!(
-                                                "{}: run timed out after {} s",
-                                                driver.name(),
-                                                options.run_timeout.as_secs()
-                                            ));
-                                            None
-                                        }
-                                    };
-                                    let slot = usize::from(!std::ptr::eq(driver, stoq));
-                                    values[slot] = v;
-                                    if failed.is_some() {
-                                        break;
-                                    }
-                                }
-                                match (values, failed) {
-                                    ([Some(s), Some(d)], None) => result.record(s, d),
-                                    (_, Some(f)) => {
-                                        result.failure = Some(format!("round {}: {f}", round + 1));
-                                        break;
-                                    }
-                                    _ => {
-                                        result.failure = Some(format!(
-                                            "round {}: no {} value",
-                                            round + 1,
-                                            result.metric
-                                        ));
-                                        break;
-                                    }
-                                }
-                            }
-                        }
-                        a.stop().await;
-                        b.stop().await;
-                    }
-                }
-            }
-            completed = done_before + planned_here;
-            report(completed, "", format!("{name}: paired runs done"));
-            paired.extend(results);
-        }
-    }
+    let paired = if options.paired_rounds > 0 {
+        let ctx = PairedCtx {
+            options,
+            cert_dir,
+            tls: &tls,
+            deadline,
+            start,
+            total,
+        };
+        run_paired(
+            &ctx,
+            &drivers,
+            &paired_scenarios,
+            &mut completed,
+            &mut progress,
+        )
+        .await
+    } else {
+        Vec::new()
+    };
 
     Ok(MatrixResults {
         format: 1,
@@ -523,6 +401,164 @@ pub async fn run_matrix(
         cells,
         paired,
     })
+}
+
+/// What the paired phase shares with the rest of the matrix.
+struct PairedCtx<'a> {
+    options: &'a MatrixOptions,
+    cert_dir: &'a Path,
+    tls: &'a TlsMaterial,
+    deadline: Instant,
+    start: Instant,
+    total: usize,
+}
+
+/// The paired phase ([`crate::paired`]): each STOQ row against its engine's direct row,
+/// both servers up, alternating run by run on `scenarios`.
+async fn run_paired(
+    cx: &PairedCtx<'_>,
+    drivers: &[Driver],
+    scenarios: &[&Scenario],
+    completed: &mut usize,
+    progress: &mut impl FnMut(&Progress),
+) -> Vec<PairedOverhead> {
+    let options = cx.options;
+    let mut paired = Vec::new();
+    for (stoq, direct) in crate::paired::pairs(drivers) {
+        let name = format!("{} vs {}", stoq.name(), direct.name());
+        let mut report = |completed: usize, scenario: &str, message: String| {
+            progress(&Progress {
+                completed,
+                total: cx.total,
+                driver: name.clone(),
+                scenario: scenario.to_string(),
+                message,
+                elapsed: cx.start.elapsed(),
+            })
+        };
+        let mut results: Vec<PairedOverhead> = scenarios
+            .iter()
+            .map(|s| PairedOverhead::new(stoq, direct, s))
+            .collect();
+        let done_before = *completed;
+        let lives = if Instant::now() >= cx.deadline {
+            Err(format!(
+                "time budget of {} s spent",
+                options.budget.as_secs()
+            ))
+        } else {
+            report(*completed, "", format!("{name}: starting both servers"));
+            match Live::start(options, stoq, cx.cert_dir, cx.tls).await {
+                Ok(a) => match Live::start(options, direct, cx.cert_dir, cx.tls).await {
+                    Ok(b) => Ok((a, b)),
+                    Err(e) => {
+                        a.stop().await;
+                        Err(format!("could not start: {e}"))
+                    }
+                },
+                Err(e) => Err(format!("could not start: {e}")),
+            }
+        };
+        match lives {
+            Err(why) => results
+                .iter_mut()
+                .for_each(|r| r.failure = Some(why.clone())),
+            Ok((a, b)) => {
+                for (scenario, result) in scenarios.iter().zip(&mut results) {
+                    let began = Instant::now();
+                    for round in 0..options.paired_rounds {
+                        if !crate::paired::round_fits(began, round, cx.deadline) {
+                            result.failure = Some(format!(
+                                "time budget of {} s spent after {round} rounds",
+                                options.budget.as_secs()
+                            ));
+                            break;
+                        }
+                        report(
+                            *completed,
+                            &scenario.name,
+                            format!(
+                                "{name} / {}: paired round {} of {}",
+                                scenario.name,
+                                round + 1,
+                                options.paired_rounds
+                            ),
+                        );
+                        let (first, second) = if crate::paired::stoq_first(round) {
+                            ((&a, stoq), (&b, direct))
+                        } else {
+                            ((&b, direct), (&a, stoq))
+                        };
+                        let metric = result.metric.clone();
+                        let outcome =
+                            match paired_run(options, first.0, first.1, scenario, round, &metric)
+                                .await
+                            {
+                                Ok(x) => paired_run(
+                                    options, second.0, second.1, scenario, round, &metric,
+                                )
+                                .await
+                                .map(|y| (x, y)),
+                                Err(e) => Err(e),
+                            };
+                        *completed += 2;
+                        match outcome {
+                            Ok((x, y)) => {
+                                let (s, d) = if std::ptr::eq(first.1, stoq) {
+                                    (x, y)
+                                } else {
+                                    (y, x)
+                                };
+                                result.record(s, d);
+                            }
+                            Err(e) => {
+                                result.failure = Some(format!("round {}: {e}", round + 1));
+                                break;
+                            }
+                        }
+                    }
+                }
+                a.stop().await;
+                b.stop().await;
+            }
+        }
+        *completed = done_before + scenarios.len() * options.paired_rounds * 2;
+        report(*completed, "", format!("{name}: paired runs done"));
+        paired.extend(results);
+    }
+    paired
+}
+
+/// One run of a paired round: `driver`'s value of `metric` on `scenario`.
+async fn paired_run(
+    options: &MatrixOptions,
+    live: &Live,
+    driver: &Driver,
+    scenario: &Scenario,
+    round: usize,
+    metric: &str,
+) -> Result<f64, String> {
+    let ctx = Ctx {
+        dialer: live.dialer.clone(),
+        control: live.control.clone(),
+        multiplexed: driver.multiplexed(),
+        seed: run_seed(&driver.name(), &scenario.name, 1000 + round),
+    };
+    let data = tokio::time::timeout(options.run_timeout, client::run(&ctx, &scenario.workload))
+        .await
+        .map_err(|_| {
+            format!(
+                "{}: run timed out after {} s",
+                driver.name(),
+                options.run_timeout.as_secs()
+            )
+        })?
+        .map_err(|e| format!("{}: {e}", driver.name()))?;
+    data.values
+        .iter()
+        .find(|(k, _)| k == metric)
+        .map(|(_, v)| *v)
+        .ok_or_else(|| format!("{}: no {metric} value", driver.name()))
 }
 
 fn record(values: &mut Vec<(String, Vec<f64>)>, data: &RunData) {
