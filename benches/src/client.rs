@@ -316,6 +316,9 @@ fn nanos(d: Duration) -> u64 {
     d.as_nanos().min(u64::MAX as u128) as u64
 }
 
+/// How long after an RPC run's end its workers may take to finish their last request.
+const RPC_GRACE: Duration = Duration::from_secs(10);
+
 async fn rpc(ctx: &Ctx, p: &Rpc) -> RunResult {
     let session = ctx.dialer.connect().await.map_err(e("connect"))?;
     begin(ctx, ctx.seed).await?;
@@ -363,7 +366,24 @@ async fn rpc(ctx: &Ctx, p: &Rpc) -> RunResult {
     }
     let mut lat = Vec::new();
     let mut first_err = None;
-    while let Some(r) = set.join_next().await {
+    // A request whose answer never comes would otherwise hold the run until the
+    // connection's idle timeout, and the control session (idle as long) would then fail
+    // first and hide the cause.
+    let grace = deadline + RPC_GRACE;
+    loop {
+        let r = match tokio::time::timeout_at(grace.into(), set.join_next()).await {
+            Ok(Some(r)) => r,
+            Ok(None) => break,
+            Err(_) => {
+                let stuck = set.len();
+                set.abort_all();
+                return Err(format!(
+                    "{stuck} of {} workers still waited for a response {} s after the run's end",
+                    p.concurrency,
+                    RPC_GRACE.as_secs()
+                ));
+            }
+        };
         match r {
             Ok(out) => {
                 lat.extend(out.latencies_us);
@@ -378,11 +398,13 @@ async fn rpc(ctx: &Ctx, p: &Rpc) -> RunResult {
     }
     let elapsed = t0.elapsed().as_secs_f64();
     let client_cpu = (cpu_time() - cpu0).as_secs_f64();
-    let report = end(ctx, 0, Duration::ZERO).await?;
+    let report = end(ctx, 0, Duration::ZERO).await;
     session.close().await;
+    // A worker's own failure says more than what the control session saw after it.
     if let Some(err) = first_err {
         return Err(err);
     }
+    let report = report?;
     check_server(&report)?;
     let n = lat.len() as u64;
     if report.requests_served != n {

@@ -47,6 +47,10 @@ pub struct PairedOverhead {
     pub ratio: Option<Summary>,
     /// Why the comparison stopped early or did not run, if it did.
     pub failure: Option<String>,
+    /// Where client and servers ran, e.g. `client pinned to CPU [0], servers to CPU [1]`,
+    /// or why they were not pinned; `None` when pinning was off.
+    #[serde(default)]
+    pub placement: Option<String>,
 }
 
 impl PairedOverhead {
@@ -67,6 +71,7 @@ impl PairedOverhead {
             ratios: Vec::new(),
             ratio: None,
             failure: None,
+            placement: None,
         }
     }
 
@@ -126,6 +131,14 @@ pub fn markdown(paired: &[PairedOverhead]) -> String {
          drivers alternating run by run (ABBA order); the ratio is STOQ / direct per \
          round, then its median (1.00: no overhead; the target is at least 0.97)."
     );
+    let mut placements: Vec<&str> = paired
+        .iter()
+        .filter_map(|p| p.placement.as_deref())
+        .collect();
+    placements.dedup();
+    for p in placements {
+        let _ = writeln!(out, "Placement: {p}.");
+    }
     let _ = writeln!(out);
     let _ = writeln!(
         out,
@@ -206,6 +219,7 @@ mod tests {
             ratios: vec![],
             ratio: None,
             failure: None,
+            placement: None,
         };
         p.record(4.0, 4.0);
         p.record(3.0, 4.0);

@@ -81,6 +81,9 @@ pub struct MatrixOptions {
     pub paired_rounds: usize,
     /// The scenarios compared in pairs (by name; absent ones are ignored).
     pub paired_scenarios: Vec<String>,
+    /// Pin the paired runs' client (this process) and servers to disjoint CPUs
+    /// ([`crate::affinity`]), taking scheduler placement out of the comparison.
+    pub pin_paired: bool,
 }
 
 impl MatrixOptions {
@@ -98,6 +101,7 @@ impl MatrixOptions {
             warmup: true,
             paired_rounds: crate::paired::DEFAULT_ROUNDS,
             paired_scenarios: crate::paired::default_scenarios(),
+            pin_paired: true,
         }
     }
 
@@ -464,6 +468,25 @@ async fn run_paired(
                 .iter_mut()
                 .for_each(|r| r.failure = Some(why.clone())),
             Ok((a, b)) => {
+                let pinned = if options.pin_paired {
+                    match pin_paired(&[&a.server, &b.server]) {
+                        Ok((restore, placement)) => {
+                            results
+                                .iter_mut()
+                                .for_each(|r| r.placement = Some(placement.clone()));
+                            Some(restore)
+                        }
+                        Err(why) => {
+                            let note = format!("not pinned: {why}");
+                            results
+                                .iter_mut()
+                                .for_each(|r| r.placement = Some(note.clone()));
+                            None
+                        }
+                    }
+                } else {
+                    None
+                };
                 for (scenario, result) in scenarios.iter().zip(&mut results) {
                     let began = Instant::now();
                     for round in 0..options.paired_rounds {
@@ -518,6 +541,11 @@ async fn run_paired(
                         }
                     }
                 }
+                if let Some(all) = pinned {
+                    if let Err(e) = crate::affinity::pin_process(0, &all) {
+                        tracing::warn!(error = %e, "could not restore this process's CPU affinity");
+                    }
+                }
                 a.stop().await;
                 b.stop().await;
             }
@@ -527,6 +555,30 @@ async fn run_paired(
         paired.extend(results);
     }
     paired
+}
+
+/// Pins this process (the client) to one half of its CPUs and the `servers` to the
+/// other ([`crate::affinity`]); returns the CPUs to restore afterwards and the placement
+/// for the report, or why pinning was not possible.
+fn pin_paired(servers: &[&ServerProcess]) -> Result<(Vec<usize>, String), String> {
+    let all =
+        crate::affinity::allowed_cpus().map_err(|e| format!("reading the CPU affinity: {e}"))?;
+    let (client, server) = crate::affinity::split(&all)
+        .ok_or_else(|| format!("{} CPU(s) allowed, pinning needs 2", all.len()))?;
+    for s in servers {
+        let pid = s
+            .child
+            .id()
+            .ok_or_else(|| "a server process has already exited".to_string())?;
+        crate::affinity::pin_process(pid, &server)
+            .map_err(|e| format!("pinning server process {pid}: {e}"))?;
+    }
+    crate::affinity::pin_process(0, &client)
+        .map_err(|e| format!("pinning the client process: {e}"))?;
+    Ok((
+        all,
+        format!("client pinned to CPU {client:?}, servers to CPU {server:?}"),
+    ))
 }
 
 /// One run of a paired round: `driver`'s value of `metric` on `scenario`.

@@ -323,7 +323,7 @@ macro_rules! conformance_suite {
         $crate::conformance_suite!(@tests $backend;
             handshake_alpn, alpn_mismatch_fails, untrusted_certificate_fails,
             wrong_server_name_fails, ipv4_and_ipv6, peer_identity, bidi_echo, uni_streams,
-            concurrent_streams_1000, large_transfer_hash, drop_without_finish_resets,
+            concurrent_streams_1000, request_stream_churn, large_transfer_hash, drop_without_finish_resets,
             finish_delivers_all_data, reset_code_reaches_peer, stop_code_reaches_peer,
             close_code_and_reason, server_endpoint_dials, endpoint_close_reaches_peers, idle_timeout_closes_both,
             keep_alive_prevents_idle_timeout, datagram_round_trip, oversized_datagram_rejected,

@@ -108,6 +108,8 @@ pub fn backend_names() -> Vec<&'static str> {
     names.push("s2n");
     #[cfg(feature = "quiche")]
     names.push("quiche");
+    #[cfg(feature = "uring")]
+    names.push("uring");
     names
 }
 
@@ -121,6 +123,8 @@ pub fn backend(name: &str) -> Result<Arc<dyn Backend>, Error> {
         "s2n" => Ok(Arc::new(stoq_s2n::S2nBackend)),
         #[cfg(feature = "quiche")]
         "quiche" => Ok(Arc::new(stoq_quiche::QuicheBackend)),
+        #[cfg(feature = "uring")]
+        "uring" => Ok(Arc::new(stoq_uring::UringBackend)),
         _ => Err(Error::config(
             "backend",
             format!(

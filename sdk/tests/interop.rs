@@ -54,6 +54,13 @@ pairs! {
     quiche_to_quinn: "quiche" -> "quinn" if all(feature = "quiche", feature = "quinn");
     quiche_to_s2n: "quiche" -> "s2n" if all(feature = "quiche", feature = "s2n");
     quiche_to_quiche: "quiche" -> "quiche" if feature = "quiche";
+    quinn_to_uring: "quinn" -> "uring" if all(feature = "quinn", feature = "uring");
+    s2n_to_uring: "s2n" -> "uring" if all(feature = "s2n", feature = "uring");
+    quiche_to_uring: "quiche" -> "uring" if all(feature = "quiche", feature = "uring");
+    uring_to_quinn: "uring" -> "quinn" if all(feature = "uring", feature = "quinn");
+    uring_to_s2n: "uring" -> "s2n" if all(feature = "uring", feature = "s2n");
+    uring_to_quiche: "uring" -> "quiche" if all(feature = "uring", feature = "quiche");
+    uring_to_uring: "uring" -> "uring" if feature = "uring";
 }
 
 #[test]

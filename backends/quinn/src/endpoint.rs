@@ -24,6 +24,24 @@ const CLOSE_GRACE: Duration = Duration::from_secs(2);
 /// handshakes cannot grow memory without limit; the accept loop waits when it is full.
 const ACCEPT_QUEUE: usize = 1024;
 
+/// The name and capabilities a [`QuinnTransport`] reports through [`Transport::name`] and
+/// [`Transport::capabilities`]: quinn's own for [`QuinnTransport::bind`], another engine's
+/// when that engine runs quinn on its own socket through [`QuinnTransport::bind_with_socket`]
+/// (stoq-uring does).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EngineIdentity {
+    /// The backend name, e.g. `"quinn"`.
+    pub name: &'static str,
+    /// What endpoints of this engine can do.
+    pub capabilities: Capabilities,
+}
+
+/// quinn's own identity: name `"quinn"`, [`crate::CAPABILITIES`].
+pub const QUINN_IDENTITY: EngineIdentity = EngineIdentity {
+    name: "quinn",
+    capabilities: crate::CAPABILITIES,
+};
+
 #[derive(Debug, Default)]
 struct Counters {
     accepted: AtomicU64,
@@ -40,11 +58,37 @@ pub struct QuinnTransport {
     config: TransportConfig,
     counters: Arc<Counters>,
     accept_task: Option<tokio::task::JoinHandle<()>>,
+    identity: EngineIdentity,
 }
 
 impl QuinnTransport {
     /// Binds an endpoint as `spec` says. Must be called within a tokio runtime.
     pub fn bind(spec: EndpointSpec) -> Result<Self, Error> {
+        Self::bind_with_socket(
+            spec,
+            |addr, cfg| {
+                let socket = bind_socket(addr, cfg)?;
+                quinn::Runtime::wrap_udp_socket(&quinn::TokioRuntime, socket)
+                    .map_err(|e| Error::io(format!("starting quinn endpoint on {addr}"), e))
+            },
+            QUINN_IDENTITY,
+        )
+    }
+
+    /// Binds an endpoint as `spec` says on the socket `socket` returns, reporting
+    /// `identity` as its name and capabilities: how another engine runs quinn-proto and
+    /// quinn's async glue on its own UDP I/O. `socket` is called with `spec.bind` and
+    /// `spec.config` after the configuration and TLS material were checked, so those
+    /// errors come first as with [`QuinnTransport::bind`]. Must be called within a tokio
+    /// runtime (timers and tasks are tokio's).
+    pub fn bind_with_socket<F>(
+        spec: EndpointSpec,
+        socket: F,
+        identity: EngineIdentity,
+    ) -> Result<Self, Error>
+    where
+        F: FnOnce(SocketAddr, &TransportConfig) -> Result<Arc<dyn quinn::AsyncUdpSocket>, Error>,
+    {
         let cfg = &spec.config;
         cfg.validate()?;
         if !cfg.gro {
@@ -83,12 +127,12 @@ impl QuinnTransport {
             ));
         }
 
-        let socket = bind_socket(spec.bind, cfg)?;
+        let socket = socket(spec.bind, cfg)?;
         let mut endpoint_config = quinn::EndpointConfig::default();
         endpoint_config
             .max_udp_payload_size(cfg.max_udp_payload)
             .map_err(|e| Error::config("max_udp_payload", e.to_string()))?;
-        let endpoint = quinn::Endpoint::new(
+        let endpoint = quinn::Endpoint::new_with_abstract_socket(
             endpoint_config,
             server_config,
             socket,
@@ -118,6 +162,7 @@ impl QuinnTransport {
             config: spec.config,
             counters,
             accept_task,
+            identity,
         })
     }
 
@@ -268,11 +313,11 @@ pub fn bind_socket(addr: SocketAddr, cfg: &TransportConfig) -> Result<std::net::
 #[async_trait]
 impl Transport for QuinnTransport {
     fn name(&self) -> &str {
-        "quinn"
+        self.identity.name
     }
 
     fn capabilities(&self) -> Capabilities {
-        crate::CAPABILITIES
+        self.identity.capabilities
     }
 
     async fn connect(

@@ -38,7 +38,7 @@ use std::sync::Arc;
 use stoq_core::{Backend, Capabilities, Capability, EndpointSpec, Error, Transport};
 
 pub use connection::QuinnConnection;
-pub use endpoint::{bind_socket, transport_config, QuinnTransport};
+pub use endpoint::{bind_socket, transport_config, EngineIdentity, QuinnTransport, QUINN_IDENTITY};
 
 /// What quinn endpoints can do through STOQ.
 pub const CAPABILITIES: Capabilities = Capabilities::from_slice(&[

@@ -1,7 +1,7 @@
 //! `stoq-bench-server`: the benchmark server process for tests and local runs of the
-//! matrix without the `phoenix` CLI. It knows the three backends stoq-bench depends on by
-//! name: `quinn`, `s2n` and `quiche`; `phoenix bench-server` knows every compiled-in
-//! backend.
+//! matrix without the `phoenix` CLI. It knows the four backends stoq-bench depends on by
+//! name: `quinn`, `s2n`, `quiche` and `uring`; `phoenix bench-server` knows every
+//! compiled-in backend.
 //!
 //! Usage (as `run_matrix` invokes it): `stoq-bench-server --driver stoq --backend quinn
 //! --bind [::1]:0 --cert-dir DIR`; prints `LISTENING <addr>`, serves until stdin closes.
@@ -16,7 +16,7 @@ use stoq_core::Backend;
 struct Cli {
     #[command(flatten)]
     server: stoq_bench::ServerCli,
-    /// Backend for `--driver stoq`: "quinn", "s2n" or "quiche".
+    /// Backend for `--driver stoq`: "quinn", "s2n", "quiche" or "uring".
     #[arg(long, default_value = "quinn")]
     backend: String,
 }
@@ -26,10 +26,11 @@ fn backend(name: &str) -> Result<Arc<dyn Backend>, stoq_core::Error> {
         "quinn" => Ok(Arc::new(stoq_quinn::QuinnBackend)),
         "s2n" => Ok(Arc::new(stoq_s2n::S2nBackend)),
         "quiche" => Ok(Arc::new(stoq_quiche::QuicheBackend)),
+        "uring" => Ok(Arc::new(stoq_uring::UringBackend)),
         other => Err(stoq_core::Error::config(
             "backend",
             format!(
-                "stoq-bench-server knows \"quinn\", \"s2n\" and \"quiche\", not {other:?}; \
+                "stoq-bench-server knows \"quinn\", \"s2n\", \"quiche\" and \"uring\", not {other:?}; \
                  phoenix bench-server knows every backend compiled into phoenix"
             ),
         )),

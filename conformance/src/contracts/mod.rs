@@ -41,6 +41,8 @@ pub static CONTRACTS: &[Contract] = &[
         "unidirectional streams work in both directions"),
     contract!(streams::concurrent_streams_1000, 120,
         "1,000 concurrent bidirectional streams on one connection each echo their own data"),
+    contract!(streams::request_stream_churn, 120,
+        "12,000 requests on a new stream each, 48 at once, under a limit of 32 streams: every one completes"),
     contract!(streams::large_transfer_hash, 180,
         "a large transfer arrives byte-exact (SHA-256 checked at the receiver)"),
     contract!(streams::drop_without_finish_resets, 30,

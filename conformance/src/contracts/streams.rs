@@ -232,3 +232,100 @@ pub async fn stop_code_reaches_peer(h: Harness) -> ContractResult {
     }
     Err(Failure("writes kept succeeding after STOP_SENDING".into()))
 }
+
+/// Request/response on a new stream per request, many at once, with a stream limit far
+/// below the number of requests: the pattern of an RPC client. The server answers before
+/// it has read the request's end (as the benchmark's server does), so streams end in
+/// every order; every request must complete, and stream credit must keep coming back.
+pub async fn request_stream_churn(h: Harness) -> ContractResult {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const WORKERS: usize = 48;
+    const PER_WORKER: usize = 250;
+    const REQUEST: usize = 700;
+    const RESPONSE: usize = 1100;
+    const STEP_LIMIT: Duration = Duration::from_secs(5);
+    let mut cfg = h.config.clone();
+    // Far fewer than WORKERS x PER_WORKER (12,000): credit is returned about 375 times.
+    cfg.max_concurrent_bidi_streams = 32;
+    let p = h
+        .connect_with(cfg.clone(), cfg, crate::util::LOCALHOST_V6)
+        .await?;
+    let served = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    {
+        let (server, served) = (p.server.clone(), served.clone());
+        tokio::spawn(async move {
+            while let Ok((mut send, mut recv)) = server.accept_bi().await {
+                let served = served.clone();
+                tokio::spawn(async move {
+                    let mut req = [0u8; REQUEST];
+                    recv.read_exact(&mut req).await?;
+                    let seed = u64::from_be_bytes(req[..8].try_into().expect("8 bytes"));
+                    send.write_all(&payload(seed, RESPONSE)).await?;
+                    // Only now the request's end, then the response's.
+                    let rest = recv.read_to_end(16).await?;
+                    if rest.is_none_or(|r| !r.is_empty()) {
+                        return Err(std::io::Error::other("bytes after the request"));
+                    }
+                    send.shutdown().await?;
+                    served.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    Ok::<_, std::io::Error>(())
+                });
+            }
+        });
+    }
+    let workers = (0..WORKERS).map(|w| {
+        let client = p.client.clone();
+        tokio::spawn(async move {
+            for i in 0..PER_WORKER {
+                let seed = (w * PER_WORKER + i) as u64 + 1;
+                let step = |what: &'static str| {
+                    move |_| {
+                        Failure(format!(
+                            "worker {w} request {i}: {what} took over {} s",
+                            STEP_LIMIT.as_secs()
+                        ))
+                    }
+                };
+                let (mut send, mut recv) = tokio::time::timeout(STEP_LIMIT, client.open_bi())
+                    .await
+                    .map_err(step("open_bi"))??;
+                let mut req = payload(seed, REQUEST).to_vec();
+                req[..8].copy_from_slice(&seed.to_be_bytes());
+                tokio::time::timeout(STEP_LIMIT, async {
+                    send.write_all(&req).await?;
+                    send.shutdown().await
+                })
+                .await
+                .map_err(step("sending the request"))??;
+                let mut resp = vec![0u8; RESPONSE];
+                tokio::time::timeout(STEP_LIMIT, recv.read_exact(&mut resp))
+                    .await
+                    .map_err(step("reading the response"))??;
+                ensure!(
+                    resp[..] == payload(seed, RESPONSE)[..],
+                    "worker {w} request {i}: wrong response"
+                );
+                let mut end = [0u8; 1];
+                let n = tokio::time::timeout(STEP_LIMIT, recv.read(&mut end))
+                    .await
+                    .map_err(step("reading the response's end"))??;
+                ensure!(n == 0, "worker {w} request {i}: bytes after the response");
+            }
+            Ok::<_, Failure>(())
+        })
+    });
+    for r in try_join_all(workers).await? {
+        r?;
+    }
+    let want = WORKERS * PER_WORKER;
+    // The server counts a request after its own end is queued; give the last ones a moment.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while served.load(std::sync::atomic::Ordering::Relaxed) < want
+        && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let got = served.load(std::sync::atomic::Ordering::Relaxed);
+    ensure!(got == want, "server completed {got} of {want} requests");
+    Ok(Outcome::Passed)
+}

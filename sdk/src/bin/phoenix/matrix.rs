@@ -38,6 +38,10 @@ pub struct Args {
     /// directly, alternating run by run) on the bulk scenarios; 0 turns it off.
     #[arg(long)]
     paired_rounds: Option<usize>,
+    /// Do not pin the paired runs' client and servers to disjoint CPUs (they are pinned by
+    /// default: scheduler placement otherwise adds more noise than the overhead measured).
+    #[arg(long)]
+    no_pin: bool,
 }
 
 fn bench_err(e: stoq_bench::BenchError) -> CliError {
@@ -67,6 +71,7 @@ pub async fn run(_global: &crate::common::Global, args: Args, json: bool) -> Res
     if let Some(r) = args.paired_rounds {
         options.paired_rounds = r;
     }
+    options.pin_paired = !args.no_pin;
     let scenarios = if args.scenarios.is_empty() {
         scenario::builtin()
     } else {

@@ -1,0 +1,1232 @@
+//! The UDP socket quinn drives ([`quinn::AsyncUdpSocket`]), with every datagram moved
+//! through one io_uring per endpoint.
+//!
+//! * **Receive**: one multishot `IORING_OP_RECVMSG` stays armed on the socket and the
+//!   kernel fills buffers it takes from a provided-buffer ring (`IORING_REGISTER_PBUF_RING`,
+//!   [`RECV_BUFFERS`] buffers from one allocation). Each completion is one datagram, or
+//!   with UDP GRO a run of same-sized datagrams whose segment size the `UDP_GRO` control
+//!   message gives (reported to quinn as `RecvMeta::stride`). [`poll_recv`] copies the
+//!   payload into quinn's buffers and hands the buffer straight back to the ring. The
+//!   kernel ends a multishot request when the ring runs dry (`ENOBUFS`) or for other
+//!   reasons (no `IORING_CQE_F_MORE`); it is re-armed as soon as buffers are back.
+//! * **Send**: [`try_send`] copies the transmit into a slot of a fixed pool
+//!   ([`SEND_SLOTS`] slots allocated at bind), writes a `SendMsg` SQE with a `UDP_SEGMENT`
+//!   control message for GSO and queues it **without** entering the kernel. The first
+//!   queued SQE after a flush wakes the endpoint's flusher task, which runs after the
+//!   sending task yields and submits everything queued with one `io_uring_enter`. A slot
+//!   returns to the pool when its completion arrives; an empty pool answers `WouldBlock`
+//!   and wakes the waiting [`UdpPoller`]s when slots return. Send errors arrive as
+//!   completions: they are logged and the datagram is dropped (QUIC recovers the loss).
+//! * **Wake-ups**: the ring's fd is registered with tokio's reactor ([`AsyncFd`]): it
+//!   polls readable while completions are pending. quinn's endpoint driver always has a
+//!   [`poll_recv`] outstanding, so it is the one task woken by completions; it reaps every
+//!   completion (receive and send) and wakes whoever waits for send slots.
+//!
+//! [`poll_recv`]: quinn::AsyncUdpSocket::poll_recv
+//! [`try_send`]: quinn::AsyncUdpSocket::try_send
+
+use std::alloc::Layout;
+use std::collections::VecDeque;
+use std::fmt;
+use std::io::{self, IoSliceMut};
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
+use std::pin::Pin;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use io_uring::types::{BufRingEntry, CancelBuilder, Fd, RecvMsgOut, SubmitArgs, Timespec};
+use io_uring::{cqueue, opcode, squeue, IoUring};
+use quinn::udp::{RecvMeta, Transmit};
+use quinn::{AsyncUdpSocket, UdpPoller};
+use stoq_core::{Error, TransportConfig};
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+use tokio::sync::Notify;
+use tracing::{debug, error, warn};
+
+use crate::cmsg::{self, ControlBuf, SendControl, CONTROL_LEN};
+use crate::unavailable::{require_kernel, Unavailable};
+use crate::UringOptions;
+
+/// Receive buffers in the provided-buffer ring (a power of two, as the kernel requires).
+/// With GRO each holds up to 64 KiB of coalesced datagrams, so 64 buffers (4.2 MiB) hold
+/// as much as the 4 MiB socket receive buffer STOQ asks for: a burst that fits the
+/// socket fits the ring.
+pub const RECV_BUFFERS: u16 = 64;
+/// Send slots allocated at bind: the most sends queued or in flight at once. Sends on a
+/// UDP socket complete within the `io_uring_enter` that submits them unless the socket's
+/// send buffer is full, so slots come back within one flush; 128 covers a flush of every
+/// connection of a busy endpoint (quinn queues at most 20 datagrams, two GSO sends,
+/// per connection per turn).
+pub const SEND_SLOTS: usize = 128;
+/// GSO segments per send at most. quinn caps its transmits at 10 segments too; the pool's
+/// slot size follows from it (`max_udp_payload` times this, at most 64 KiB).
+pub const MAX_SEGMENTS: usize = 10;
+/// Submission queue entries of the send ring: every send slot and slack.
+const SQ_ENTRIES: u32 = 256;
+/// Submission queue entries of the receive ring: the receive (re-)arm, the send-ring poll.
+const RECV_SQ_ENTRIES: u32 = 8;
+/// Completion queue entries: more than can ever be outstanding (one per receive buffer
+/// and per send slot), so the CQ never overflows.
+const CQ_ENTRIES: u32 = 1024;
+/// The provided-buffer group id of the receive ring.
+const BGID: u16 = 0;
+/// `user_data` of the multishot receive (on the receive ring); sends use their slot index
+/// (on the send ring).
+const RECV_TAG: u64 = 1 << 32;
+/// `user_data` of the one-shot `POLL_ADD` on the receive ring that watches the send ring's
+/// completion queue while a writer waits for a slot.
+const SEND_POLL_TAG: u64 = (1 << 32) + 1;
+/// Receive errors in a row (with no datagram in between) after which the socket reports
+/// an error to quinn instead of re-arming forever.
+const MAX_RECV_ERRORS: u32 = 1024;
+/// How long dropping the socket waits for cancelled requests to complete.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+/// Room for the payload of one receive completion: a GRO run is at most 64 KiB.
+const GRO_PAYLOAD: usize = 65536;
+/// Size of `struct io_uring_recvmsg_out`, the header the kernel writes at the start of
+/// each multishot recvmsg buffer (four `u32`s: name, control and payload lengths, flags).
+const RECVMSG_OUT_LEN: usize = 16;
+/// At most one send-error line per interval (a peer that vanished makes every send fail).
+const SEND_ERROR_LOG_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Counters of what the socket did (for tests and diagnostics).
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// `io_uring_enter` calls made to submit.
+    pub enters: AtomicU64,
+    /// `SendMsg` SQEs queued.
+    pub sends: AtomicU64,
+    /// Send completions that reported an error (the datagram was dropped).
+    pub send_errors: AtomicU64,
+    /// Receive completions carrying data.
+    pub recv_completions: AtomicU64,
+    /// Times the multishot receive was armed (the first time included).
+    pub recv_arms: AtomicU64,
+}
+
+/// One heap allocation handed (in part) to the kernel; freed on drop unless leaked.
+struct Region {
+    ptr: NonNull<u8>,
+    layout: Layout,
+    leak: bool,
+}
+
+impl Region {
+    fn new(size: usize, align: usize) -> Region {
+        let layout = Layout::from_size_align(size.max(1), align).expect("valid layout");
+        // SAFETY: the layout has a non-zero size.
+        let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
+        let ptr = NonNull::new(ptr).unwrap_or_else(|| std::alloc::handle_alloc_error(layout));
+        Region {
+            ptr,
+            layout,
+            leak: false,
+        }
+    }
+
+    fn ptr(&self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+}
+
+impl Drop for Region {
+    fn drop(&mut self) {
+        if !self.leak {
+            // SAFETY: allocated in `new` with this layout, freed once. `Driver::shutdown`
+            // sets `leak` if the kernel may still use the memory.
+            unsafe { std::alloc::dealloc(self.ptr.as_ptr(), self.layout) }
+        }
+    }
+}
+
+/// The kernel-visible part of one send: header, address, control messages.
+#[repr(C)]
+struct SendSlot {
+    hdr: libc::msghdr,
+    iov: libc::iovec,
+    name: libc::sockaddr_storage,
+    control: ControlBuf,
+}
+
+/// What the completion of a send needs to know about it.
+#[derive(Debug, Clone, Copy, Default)]
+struct SlotInfo {
+    segmented: bool,
+    ecn: bool,
+    destination: Option<SocketAddr>,
+}
+
+/// A completed receive not yet fully copied to quinn.
+#[derive(Debug, Clone, Copy)]
+struct Received {
+    bid: u16,
+    /// Payload bytes already delivered (a GRO run may span two `poll_recv` calls).
+    offset: usize,
+}
+
+/// Everything touched under the lock: the ring, the buffers and their bookkeeping.
+struct Driver {
+    /// The receive ring (multishot receive, its re-arms, the send-ring poll), registered
+    /// with tokio's reactor. Declared first with `send_ring`: both are dropped (closed,
+    /// the buffer registration gone) before the memory regions below are freed.
+    ring: IoUring,
+    /// The send ring: `SendMsg` SQEs only, and watched by nobody, so send completions
+    /// wake no task and no thread; they are reaped by whoever next needs a slot or
+    /// flushes. With [`UringOptions::sqpoll`] this ring has the kernel polling thread.
+    send_ring: IoUring,
+    socket: std::net::UdpSocket,
+    /// The buffer ring's entries (page-aligned, [`RECV_BUFFERS`] entries).
+    buf_ring: Region,
+    /// The receive buffers, `recv_buf_size` bytes each.
+    recv_bufs: Region,
+    recv_buf_size: usize,
+    /// The multishot receive's `msghdr` (only `msg_namelen`/`msg_controllen` matter).
+    recv_hdr: Box<libc::msghdr>,
+    /// Tail of the buffer ring (ours; the kernel owns the head).
+    recv_tail: u16,
+    /// Buffers the kernel may fill (in the ring, not in `received`).
+    recv_in_kernel: usize,
+    recv_armed: bool,
+    received: VecDeque<Received>,
+    recv_errors: u32,
+    recv_waker: Option<Waker>,
+    /// [`SEND_SLOTS`] slots (kernel-visible headers).
+    send_slots: Region,
+    /// The send payloads, `send_slot_size` bytes per slot.
+    send_data: Region,
+    send_slot_size: usize,
+    send_info: Vec<SlotInfo>,
+    send_free: Vec<u16>,
+    send_in_flight: usize,
+    /// Send SQEs pushed but not yet submitted.
+    queued: usize,
+    /// The `POLL_ADD` on the send ring's fd ([`SEND_POLL_TAG`]) is in flight.
+    send_poll_armed: bool,
+    writers: Vec<Waker>,
+    /// False after the kernel refused an ECN control message (`EINVAL`).
+    ecn_ok: bool,
+    last_send_error_log: Option<Instant>,
+    closing: bool,
+    counters: Arc<Counters>,
+    /// Completions copied out of the ring by `reap` (capacity kept).
+    scratch: Vec<(u64, i32, u32)>,
+}
+
+// SAFETY: the raw pointers in `Driver` (through `Region`) point to memory it owns, and
+// `Driver` is only ever used behind `UringSocket`'s mutex.
+unsafe impl Send for Driver {}
+
+impl Driver {
+    fn buf_ring_entries(&self) -> *mut BufRingEntry {
+        self.buf_ring.ptr().cast()
+    }
+
+    fn recv_buf(&self, bid: u16) -> *mut u8 {
+        // SAFETY: bid < RECV_BUFFERS, so the offset is inside `recv_bufs`.
+        unsafe { self.recv_bufs.ptr().add(bid as usize * self.recv_buf_size) }
+    }
+
+    fn slot(&self, i: usize) -> *mut SendSlot {
+        // SAFETY: i < SEND_SLOTS, so the offset is inside `send_slots`.
+        unsafe { self.send_slots.ptr().cast::<SendSlot>().add(i) }
+    }
+
+    fn slot_data(&self, i: usize) -> *mut u8 {
+        // SAFETY: i < SEND_SLOTS, so the offset is inside `send_data`.
+        unsafe { self.send_data.ptr().add(i * self.send_slot_size) }
+    }
+
+    /// Gives receive buffer `bid` (back) to the kernel.
+    fn recycle(&mut self, bid: u16) {
+        let entries = self.buf_ring_entries();
+        let index = (self.recv_tail & (RECV_BUFFERS - 1)) as usize;
+        // SAFETY: the entry at the tail is not visible to the kernel until the tail moves
+        // past it (it reads entries between its head and our tail only); `index` is in
+        // range. The buffer itself is ours: its completion arrived and it was copied out.
+        unsafe {
+            let e = &mut *entries.add(index);
+            e.set_addr(self.recv_buf(bid) as u64);
+            e.set_len(self.recv_buf_size as u32);
+            e.set_bid(bid);
+        }
+        self.recv_tail = self.recv_tail.wrapping_add(1);
+        // SAFETY: the tail field lives in entry 0 (the ring was registered at this
+        // address); the kernel reads it with acquire semantics, so release publishes
+        // the entry written above.
+        unsafe {
+            let tail = BufRingEntry::tail(entries) as *const AtomicU16;
+            (*tail).store(self.recv_tail, Ordering::Release);
+        }
+        self.recv_in_kernel += 1;
+    }
+
+    /// Pushes a send SQE, submitting first if the queue is full. False if the kernel
+    /// takes no submissions (the request was not queued; the caller must not wait for it).
+    ///
+    /// # Safety
+    /// Everything `sqe` points to must stay valid until its completion arrives.
+    #[must_use]
+    unsafe fn push_send(&mut self, sqe: &squeue::Entry) -> bool {
+        for _ in 0..2 {
+            // SAFETY: the caller guarantees the SQE's pointers stay valid.
+            if unsafe { self.send_ring.submission().push(sqe) }.is_ok() {
+                self.queued += 1;
+                return true;
+            }
+            if !self.submit_sends() {
+                break;
+            }
+        }
+        warn!("io_uring submission queue full and the kernel takes no submissions");
+        false
+    }
+
+    /// Submits the queued sends with one `io_uring_enter` (none with SQPOLL while the
+    /// kernel thread is awake). False if the kernel refused.
+    fn submit_sends(&mut self) -> bool {
+        if self.queued == 0 {
+            return true;
+        }
+        for _ in 0..3 {
+            let sqpoll_awake = self.send_ring.params().is_setup_sqpoll()
+                && !self.send_ring.submission().need_wakeup();
+            match self.send_ring.submit() {
+                Ok(_) => {
+                    self.queued = 0;
+                    if !sqpoll_awake {
+                        self.counters.enters.fetch_add(1, Ordering::Relaxed);
+                    }
+                    return true;
+                }
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EBUSY) | Some(libc::EAGAIN)) => {
+                    // Completions must be reaped (or kernel memory is short): make room.
+                    self.reap_sends();
+                }
+                Err(e) => {
+                    warn!(error = %e, "io_uring_enter failed");
+                    return false;
+                }
+            }
+        }
+        false
+    }
+
+    /// Pushes an SQE on the receive ring and submits it at once (re-arms and the send-ring
+    /// poll are rare). False if it was not submitted.
+    ///
+    /// # Safety
+    /// Everything `sqe` points to must stay valid until its completion arrives.
+    #[must_use]
+    unsafe fn push_recv_ring(&mut self, sqe: &squeue::Entry) -> bool {
+        // SAFETY: the caller guarantees the SQE's pointers stay valid.
+        if unsafe { self.ring.submission().push(sqe) }.is_err() {
+            // Only the receive and the send poll ever use this queue (2 of SQ_ENTRIES),
+            // and each is submitted at once: the queue cannot be full.
+            warn!("io_uring receive submission queue full");
+            return false;
+        }
+        for _ in 0..3 {
+            match self.ring.submit() {
+                Ok(_) => {
+                    self.counters.enters.fetch_add(1, Ordering::Relaxed);
+                    return true;
+                }
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EBUSY) | Some(libc::EAGAIN)) => {
+                    self.reap();
+                }
+                Err(e) => {
+                    warn!(error = %e, "io_uring_enter failed on the receive ring");
+                    break;
+                }
+            }
+        }
+        // The SQE stays queued and goes in with the next successful submission; the
+        // caller treats it as in flight (its completion will arrive).
+        true
+    }
+
+    /// Watches the send ring's completion queue from the receive ring (which tokio
+    /// watches), so a writer waiting for a slot is woken when a send completes.
+    fn arm_send_poll(&mut self) {
+        if self.send_poll_armed || self.closing {
+            return;
+        }
+        let sqe = opcode::PollAdd::new(Fd(self.send_ring.as_raw_fd()), libc::POLLIN as u32)
+            .build()
+            .user_data(SEND_POLL_TAG);
+        // SAFETY: POLL_ADD points to no memory.
+        if unsafe { self.push_recv_ring(&sqe) } {
+            self.send_poll_armed = true;
+        }
+    }
+
+    /// Arms the multishot receive if it is not armed and the ring has buffers.
+    fn arm_recv(&mut self) {
+        if self.recv_armed || self.closing || self.recv_in_kernel == 0 {
+            return;
+        }
+        let sqe = opcode::RecvMsgMulti::new(
+            Fd(self.socket.as_raw_fd()),
+            &*self.recv_hdr as *const libc::msghdr,
+            BGID,
+        )
+        .build()
+        .user_data(RECV_TAG);
+        // SAFETY: the msghdr is boxed in `self` and outlives the ring; the buffers it
+        // fills are the registered ring's, owned by `self` and freed after the ring.
+        if !unsafe { self.push_recv_ring(&sqe) } {
+            return; // retried on the next poll_recv
+        }
+        self.recv_armed = true;
+        self.counters.recv_arms.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Takes every pending completion of both rings: receives are queued for
+    /// `poll_recv`, send slots return to the pool. Wakes the receiver and the writers
+    /// waiting for slots.
+    fn reap(&mut self) {
+        let mut result = ReapResult::default();
+        // Copy out first (the queue borrows the ring mutably) into a vector kept across
+        // calls, so reaping allocates nothing.
+        let mut completions = std::mem::take(&mut self.scratch);
+        completions.extend(
+            self.ring
+                .completion()
+                .map(|cqe| (cqe.user_data(), cqe.result(), cqe.flags())),
+        );
+        for &(user_data, res, flags) in &completions {
+            if user_data == RECV_TAG {
+                self.on_recv_completion(res, flags, &mut result);
+            } else if user_data == SEND_POLL_TAG {
+                self.send_poll_armed = false;
+            }
+        }
+        completions.clear();
+        self.scratch = completions;
+        if result.received {
+            if let Some(w) = self.recv_waker.take() {
+                w.wake();
+            }
+        }
+        self.reap_sends();
+    }
+
+    /// Takes the send ring's completions: their slots return to the pool and the writers
+    /// waiting for slots are woken. True if a slot was freed.
+    fn reap_sends(&mut self) -> bool {
+        let mut completions = std::mem::take(&mut self.scratch);
+        completions.extend(
+            self.send_ring
+                .completion()
+                .map(|cqe| (cqe.user_data(), cqe.result(), cqe.flags())),
+        );
+        let freed = !completions.is_empty();
+        for &(user_data, res, _) in &completions {
+            if (user_data as usize) < SEND_SLOTS {
+                self.on_send_completion(user_data as usize, res);
+            }
+        }
+        completions.clear();
+        self.scratch = completions;
+        if freed {
+            for w in self.writers.drain(..) {
+                w.wake();
+            }
+        }
+        freed
+    }
+
+    fn on_recv_completion(&mut self, res: i32, flags: u32, result: &mut ReapResult) {
+        if res >= 0 {
+            if let Some(bid) = cqueue::buffer_select(flags) {
+                self.recv_in_kernel -= 1;
+                self.received.push_back(Received { bid, offset: 0 });
+                self.recv_errors = 0;
+                result.received = true;
+                self.counters
+                    .recv_completions
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+        } else {
+            match -res {
+                // The ring ran dry: re-armed once `poll_recv` returns buffers.
+                libc::ENOBUFS => {}
+                // Our cancellation at drop, or the kernel cancelling requests of a thread
+                // that exited: re-armed unless closing.
+                libc::ECANCELED => {}
+                errno => {
+                    self.recv_errors += 1;
+                    debug!(error = %io::Error::from_raw_os_error(errno), "io_uring receive failed");
+                    result.received = true; // so the receiver re-arms (or gives up)
+                }
+            }
+        }
+        if !cqueue::more(flags) {
+            self.recv_armed = false;
+        }
+    }
+
+    fn on_send_completion(&mut self, slot: usize, res: i32) {
+        self.send_free.push(slot as u16);
+        self.send_in_flight -= 1;
+        if res >= 0 {
+            return;
+        }
+        self.counters.send_errors.fetch_add(1, Ordering::Relaxed);
+        let info = self.send_info[slot];
+        let e = io::Error::from_raw_os_error(-res);
+        match -res {
+            // The device cannot segment (no checksum offload): quinn-udp's reaction too.
+            libc::EIO if info.segmented => {
+                GSO_DISABLED.store(true, Ordering::Relaxed);
+                warn!("UDP GSO send failed with EIO; sending one datagram per send from now on");
+            }
+            libc::EINVAL if info.ecn && self.ecn_ok => {
+                self.ecn_ok = false;
+                warn!("the kernel refused the ECN control message; sending without ECN");
+            }
+            _ => {}
+        }
+        if self
+            .last_send_error_log
+            .is_none_or(|t| t.elapsed() > SEND_ERROR_LOG_INTERVAL)
+        {
+            self.last_send_error_log = Some(Instant::now());
+            warn!(error = %e, destination = ?info.destination, "io_uring send failed; datagram dropped");
+        } else {
+            debug!(error = %e, destination = ?info.destination, "io_uring send failed; datagram dropped");
+        }
+    }
+
+    /// Copies completed receives into quinn's buffers; returns how many entries it filled.
+    fn deliver(&mut self, bufs: &mut [IoSliceMut<'_>], meta: &mut [RecvMeta]) -> usize {
+        let mut n = 0;
+        while n < bufs.len().min(meta.len()) {
+            let Some(front) = self.received.front().copied() else {
+                break;
+            };
+            // SAFETY: the kernel completed this buffer (its CQE arrived) and gets it back
+            // only through `recycle` below, so nothing writes it while this slice lives.
+            let buffer =
+                unsafe { std::slice::from_raw_parts(self.recv_buf(front.bid), self.recv_buf_size) };
+            let done = match RecvMsgOut::parse(buffer, &self.recv_hdr) {
+                Ok(out) if out.is_payload_truncated() => {
+                    debug!("received datagram larger than the receive buffer; dropped");
+                    true
+                }
+                Ok(out) => match cmsg::read_sockaddr(out.name_data()) {
+                    Some(addr) => {
+                        let control = cmsg::decode_recv(out.control_data());
+                        let payload = &out.payload_data()[front.offset..];
+                        let stride = control.stride.unwrap_or(out.payload_data().len()).max(1);
+                        let room = bufs[n].len();
+                        let take = if payload.len() <= room {
+                            payload.len()
+                        } else {
+                            room / stride * stride
+                        };
+                        if take == 0 {
+                            debug!(
+                                room,
+                                stride, "quinn's receive buffer cannot hold one datagram; dropped"
+                            );
+                            true
+                        } else {
+                            bufs[n][..take].copy_from_slice(&payload[..take]);
+                            meta[n] = RecvMeta {
+                                addr,
+                                len: take,
+                                stride,
+                                ecn: control.ecn,
+                                dst_ip: control.dst_ip,
+                            };
+                            n += 1;
+                            if take < payload.len() {
+                                self.received[0].offset += take;
+                                false
+                            } else {
+                                true
+                            }
+                        }
+                    }
+                    None => true,
+                },
+                Err(()) => {
+                    debug!("malformed multishot receive buffer; dropped");
+                    true
+                }
+            };
+            if done {
+                self.received.pop_front();
+                self.recycle(front.bid);
+            }
+        }
+        n
+    }
+
+    /// Requests in flight on either ring.
+    fn busy(&self) -> bool {
+        self.recv_armed || self.send_poll_armed || self.send_in_flight > 0
+    }
+
+    /// Cancels everything in flight and waits (bounded) for the completions, so no
+    /// buffer is freed while the kernel may still use it.
+    fn shutdown(&mut self) {
+        self.closing = true;
+        self.submit_sends();
+        for (ring, busy) in [
+            (&self.ring, self.recv_armed || self.send_poll_armed),
+            (&self.send_ring, self.send_in_flight > 0),
+        ] {
+            if !busy {
+                continue;
+            }
+            let timeout = Timespec::new().sec(1);
+            if let Err(e) = ring
+                .submitter()
+                .register_sync_cancel(Some(timeout), CancelBuilder::any())
+            {
+                if e.kind() != io::ErrorKind::NotFound {
+                    debug!(error = %e, "cancelling io_uring requests at close");
+                }
+            }
+        }
+        let deadline = Instant::now() + DRAIN_TIMEOUT;
+        while self.busy() && Instant::now() < deadline {
+            let ts = Timespec::new().nsec(50_000_000);
+            let args = SubmitArgs::new().timespec(&ts);
+            let ring = if self.recv_armed || self.send_poll_armed {
+                &self.ring
+            } else {
+                &self.send_ring
+            };
+            let _ = ring.submitter().submit_with_args(1, &args);
+            self.reap();
+        }
+        if self.busy() {
+            // The kernel may still write into (or read from) the buffers: leaking them is
+            // the only sound choice.
+            error!(
+                receive_armed = self.recv_armed,
+                sends = self.send_in_flight,
+                "io_uring requests did not complete at close; leaking their buffers"
+            );
+            self.buf_ring.leak = true;
+            self.recv_bufs.leak = true;
+            self.send_slots.leak = true;
+            self.send_data.leak = true;
+        }
+    }
+}
+
+/// Set when a GSO send failed with `EIO` (the device cannot segment), process-wide as
+/// the cause is the network device, not one socket.
+static GSO_DISABLED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+#[derive(Debug, Default)]
+struct ReapResult {
+    received: bool,
+}
+
+/// The ring's fd, as tokio's reactor sees it.
+struct RingFd(RawFd);
+
+impl AsRawFd for RingFd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0
+    }
+}
+
+/// A UDP socket whose every datagram goes through io_uring (see the module docs).
+pub struct UringSocket {
+    /// Declared first: deregistered from tokio's reactor before the ring closes.
+    ring_fd: AsyncFd<RingFd>,
+    driver: Mutex<Driver>,
+    flush: Arc<Notify>,
+    local_addr: SocketAddr,
+    gso_segments: usize,
+    gro_segments: usize,
+    may_fragment: bool,
+    counters: Arc<Counters>,
+}
+
+impl fmt::Debug for UringSocket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UringSocket")
+            .field("local_addr", &self.local_addr)
+            .field("gso_segments", &self.gso_segments)
+            .field("gro_segments", &self.gro_segments)
+            .finish_non_exhaustive()
+    }
+}
+
+impl UringSocket {
+    /// Binds a UDP socket at `addr` as every STOQ backend does
+    /// ([`stoq_core::socket::bind_udp`]: dual-stack on IPv6, buffer sizes from `cfg`),
+    /// sets the options quinn-udp sets (GRO, ECN and destination-address reporting,
+    /// no fragmentation) and creates its ring. Must be called within a tokio runtime.
+    pub fn bind(
+        addr: SocketAddr,
+        cfg: &TransportConfig,
+        options: &UringOptions,
+    ) -> Result<Arc<UringSocket>, Error> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
+            Error::io(
+                format!("binding the uring endpoint {addr}"),
+                io::Error::other("must be called within a tokio runtime"),
+            )
+        })?;
+        let unavailable = |u: Unavailable| u.into_error(addr);
+        require_kernel(6, 0, "multishot IORING_OP_RECVMSG (Linux 6.0)").map_err(unavailable)?;
+        let ring = IoUring::builder()
+            .setup_cqsize(CQ_ENTRIES)
+            .setup_submit_all()
+            .build(RECV_SQ_ENTRIES)
+            .map_err(|e| unavailable(Unavailable::from_setup_error(&e)))?;
+        let mut builder = IoUring::builder();
+        builder.setup_cqsize(CQ_ENTRIES).setup_submit_all();
+        if let Some(sqpoll) = &options.sqpoll {
+            builder.setup_sqpoll(sqpoll.idle.as_millis().min(u32::MAX as u128) as u32);
+            if let Some(cpu) = sqpoll.cpu {
+                builder.setup_sqpoll_cpu(cpu);
+            }
+        }
+        let send_ring = builder
+            .build(SQ_ENTRIES)
+            .map_err(|e| unavailable(Unavailable::from_setup_error(&e)))?;
+        let mut probe = io_uring::Probe::new();
+        ring.submitter().register_probe(&mut probe).map_err(|e| {
+            unavailable(Unavailable::Setup {
+                step: "probing io_uring opcodes (IORING_REGISTER_PROBE)",
+                errno: e.raw_os_error().unwrap_or(0),
+            })
+        })?;
+        for (code, name) in [
+            (opcode::RecvMsg::CODE, "IORING_OP_RECVMSG"),
+            (opcode::SendMsg::CODE, "IORING_OP_SENDMSG"),
+        ] {
+            if !probe.is_supported(code) {
+                return Err(unavailable(Unavailable::KernelTooOld {
+                    release: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+                        .unwrap_or_default()
+                        .trim()
+                        .to_string(),
+                    missing: name,
+                }));
+            }
+        }
+
+        let socket = stoq_core::socket::bind_udp(addr, cfg)?;
+        let state = quinn::udp::UdpSocketState::new((&socket).into())
+            .map_err(|e| Error::io(format!("setting socket options of UDP socket {addr}"), e))?;
+        let local_addr = socket
+            .local_addr()
+            .map_err(|e| Error::io(format!("reading the address of UDP socket {addr}"), e))?;
+        let gso_segments = state.max_gso_segments().clamp(1, MAX_SEGMENTS);
+        let gro_segments = state.gro_segments().max(1);
+
+        // Receive buffers: header, name, control messages, payload, as the kernel lays
+        // out a multishot recvmsg completion.
+        let payload = if gro_segments > 1 {
+            GRO_PAYLOAD
+        } else {
+            cfg.max_udp_payload as usize
+        };
+        let recv_buf_size = (RECVMSG_OUT_LEN
+            + std::mem::size_of::<libc::sockaddr_storage>()
+            + CONTROL_LEN
+            + payload)
+            .next_multiple_of(64);
+        let buf_ring = Region::new(
+            RECV_BUFFERS as usize * std::mem::size_of::<BufRingEntry>(),
+            4096,
+        );
+        let recv_bufs = Region::new(RECV_BUFFERS as usize * recv_buf_size, 64);
+        // SAFETY: msghdr is a plain C struct; all-zero is valid.
+        let mut recv_hdr: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
+        recv_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as u32;
+        recv_hdr.msg_controllen = CONTROL_LEN as _;
+
+        let send_slot_size = (cfg.max_udp_payload as usize * gso_segments).min(65535);
+        let send_slots = Region::new(
+            SEND_SLOTS * std::mem::size_of::<SendSlot>(),
+            std::mem::align_of::<SendSlot>(),
+        );
+        let send_data = Region::new(SEND_SLOTS * send_slot_size, 64);
+
+        // SAFETY: the ring memory is page-aligned, RECV_BUFFERS entries long and lives
+        // in `Driver` after the ring (dropped later, or leaked).
+        unsafe {
+            ring.submitter().register_buf_ring_with_flags(
+                buf_ring.ptr() as u64,
+                RECV_BUFFERS,
+                BGID,
+                0,
+            )
+        }
+        .map_err(|e| {
+            unavailable(Unavailable::Setup {
+                step:
+                    "registering the provided-buffer ring (IORING_REGISTER_PBUF_RING, Linux 5.19)",
+                errno: e.raw_os_error().unwrap_or(0),
+            })
+        })?;
+
+        // SAFETY: the ring's fd stays open and unchanged while the AsyncFd lives: the ring
+        // is owned by the `Driver` in the same `UringSocket`, declared after `ring_fd`,
+        // so the AsyncFd is deregistered and dropped before the ring closes its fd.
+        let ring_fd = unsafe {
+            AsyncFd::register_with_interest(RingFd(ring.as_raw_fd()), Interest::READABLE)
+        }
+        .map_err(|e| {
+            Error::io(
+                format!("registering the io_uring of {addr} with tokio"),
+                e.into_parts().1,
+            )
+        })?;
+        let counters = Arc::new(Counters::default());
+        let mut driver = Driver {
+            ring,
+            send_ring,
+            socket,
+            buf_ring,
+            recv_bufs,
+            recv_buf_size,
+            recv_hdr,
+            recv_tail: 0,
+            recv_in_kernel: 0,
+            recv_armed: false,
+            received: VecDeque::with_capacity(RECV_BUFFERS as usize),
+            recv_errors: 0,
+            recv_waker: None,
+            send_slots,
+            send_data,
+            send_slot_size,
+            send_info: vec![SlotInfo::default(); SEND_SLOTS],
+            send_free: (0..SEND_SLOTS as u16).rev().collect(),
+            send_in_flight: 0,
+            queued: 0,
+            send_poll_armed: false,
+            writers: Vec::new(),
+            ecn_ok: true,
+            last_send_error_log: None,
+            closing: false,
+            counters: counters.clone(),
+            scratch: Vec::with_capacity(CQ_ENTRIES as usize),
+        };
+        for bid in 0..RECV_BUFFERS {
+            driver.recycle(bid);
+        }
+        driver.arm_recv();
+
+        let flush = Arc::new(Notify::new());
+        let socket = Arc::new(UringSocket {
+            ring_fd,
+            driver: Mutex::new(driver),
+            flush: flush.clone(),
+            local_addr,
+            gso_segments,
+            gro_segments,
+            may_fragment: state.may_fragment(),
+            counters,
+        });
+        runtime.spawn(flusher(Arc::downgrade(&socket), flush));
+        Ok(socket)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Driver> {
+        self.driver.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// What the socket did so far.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// Submits every queued send with one `io_uring_enter` and takes the completions
+    /// that are already there (sends on UDP usually complete inside that call).
+    fn flush(&self) {
+        let mut d = self.lock();
+        d.submit_sends();
+        d.reap_sends();
+    }
+}
+
+/// Submits queued sends once per burst. Woken by the first send queued after a flush,
+/// it defers itself ([`tokio::task::yield_now`]: the scheduler runs deferred tasks when
+/// its worker has nothing else to run, and at the latest at its next periodic I/O poll),
+/// so every send queued by the tasks of this burst, on any connection, shares one
+/// `io_uring_enter`. Ends when the socket is dropped.
+async fn flusher(socket: Weak<UringSocket>, notify: Arc<Notify>) {
+    loop {
+        notify.notified().await;
+        tokio::task::yield_now().await;
+        match socket.upgrade() {
+            Some(s) => s.flush(),
+            None => return,
+        }
+    }
+}
+
+impl Drop for UringSocket {
+    fn drop(&mut self) {
+        // The flusher sees the socket gone and ends.
+        self.flush.notify_one();
+        self.driver
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .shutdown();
+    }
+}
+
+impl AsyncUdpSocket for UringSocket {
+    fn create_io_poller(self: Arc<Self>) -> Pin<Box<dyn UdpPoller>> {
+        Box::pin(Poller { socket: self })
+    }
+
+    fn try_send(&self, transmit: &Transmit) -> io::Result<()> {
+        let mut d = self.lock();
+        if d.closing {
+            return Ok(());
+        }
+        let slot = match d.send_free.pop() {
+            Some(s) => s as usize,
+            None => {
+                // The pool ran out: submit what is queued from this task and take the
+                // completions (sends on UDP complete inside the submitting call).
+                d.reap_sends();
+                if d.send_free.is_empty() {
+                    d.submit_sends();
+                    d.reap_sends();
+                }
+                match d.send_free.pop() {
+                    Some(s) => s as usize,
+                    None => return Err(io::ErrorKind::WouldBlock.into()),
+                }
+            }
+        };
+        let len = transmit.contents.len();
+        if len > d.send_slot_size {
+            d.send_free.push(slot as u16);
+            warn!(
+                len,
+                max = d.send_slot_size,
+                "transmit larger than a send slot; dropped"
+            );
+            return Ok(());
+        }
+        let segment_size = transmit
+            .segment_size
+            .filter(|s| *s < len && !GSO_DISABLED.load(Ordering::Relaxed))
+            .map(|s| s as u16);
+        if transmit.segment_size.is_some_and(|s| s < len) && segment_size.is_none() {
+            // GSO was switched off after quinn built this transmit: send its segments
+            // one by one would need more slots; dropping it is what quinn-udp does for
+            // the batch that failed, and QUIC recovers the loss.
+            d.send_free.push(slot as u16);
+            return Ok(());
+        }
+        let control = SendControl {
+            destination: transmit.destination,
+            ecn: transmit.ecn,
+            segment_size,
+            src_ip: transmit.src_ip,
+        };
+        let ecn = d.ecn_ok;
+        let data = d.slot_data(slot);
+        let s = d.slot(slot);
+        // SAFETY: slot `slot` was free, so the kernel holds no request using its memory;
+        // it is written here, then handed to the kernel by the SQE and not touched again
+        // until its completion returns it to `send_free`.
+        unsafe {
+            std::ptr::copy_nonoverlapping(transmit.contents.as_ptr(), data, len);
+            let slot_ref = &mut *s;
+            let namelen = cmsg::write_sockaddr(transmit.destination, &mut slot_ref.name);
+            let controllen = cmsg::encode_send(&control, ecn, &mut slot_ref.control);
+            slot_ref.iov = libc::iovec {
+                iov_base: data.cast(),
+                iov_len: len,
+            };
+            let mut hdr: libc::msghdr = std::mem::zeroed();
+            hdr.msg_name = (&mut slot_ref.name as *mut libc::sockaddr_storage).cast();
+            hdr.msg_namelen = namelen;
+            hdr.msg_iov = &mut slot_ref.iov;
+            hdr.msg_iovlen = 1;
+            if controllen > 0 {
+                hdr.msg_control = slot_ref.control.0.as_mut_ptr().cast();
+                hdr.msg_controllen = controllen as _;
+            }
+            slot_ref.hdr = hdr;
+        }
+        d.send_info[slot] = SlotInfo {
+            segmented: segment_size.is_some(),
+            ecn: ecn && transmit.ecn.is_some(),
+            destination: Some(transmit.destination),
+        };
+        let fd = d.socket.as_raw_fd();
+        // SAFETY: `s` points into `send_slots`, which outlives the ring.
+        let sqe = opcode::SendMsg::new(Fd(fd), unsafe { &(*s).hdr } as *const libc::msghdr)
+            .build()
+            .user_data(slot as u64);
+        let queued_before = d.queued;
+        // SAFETY: header, address, control and payload live in the slot until the
+        // completion frees it (see above).
+        if !unsafe { d.push_send(&sqe) } {
+            // Not queued: the slot is free again and the datagram is lost (QUIC
+            // recovers it), as for a send that failed in the kernel.
+            d.send_free.push(slot as u16);
+            return Ok(());
+        }
+        d.send_in_flight += 1;
+        self.counters.sends.fetch_add(1, Ordering::Relaxed);
+        let first = queued_before == 0;
+        drop(d);
+        if first {
+            self.flush.notify_one();
+        }
+        Ok(())
+    }
+
+    fn poll_recv(
+        &self,
+        cx: &mut Context,
+        bufs: &mut [IoSliceMut<'_>],
+        meta: &mut [RecvMeta],
+    ) -> Poll<io::Result<usize>> {
+        let mut d = self.lock();
+        loop {
+            // This task is about to look at the queue itself: no wake-up for it.
+            d.recv_waker = None;
+            d.reap();
+            let n = d.deliver(bufs, meta);
+            d.arm_recv();
+            if n > 0 {
+                return Poll::Ready(Ok(n));
+            }
+            if d.recv_errors >= MAX_RECV_ERRORS {
+                d.recv_errors = 0;
+                return Poll::Ready(Err(io::Error::other(
+                    "io_uring receive keeps failing on this socket",
+                )));
+            }
+            d.recv_waker = Some(cx.waker().clone());
+            match self.ring_fd.poll_read_ready(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(mut guard)) => guard.clear_ready(),
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        Ok(self.local_addr)
+    }
+
+    fn max_transmit_segments(&self) -> usize {
+        if GSO_DISABLED.load(Ordering::Relaxed) {
+            1
+        } else {
+            self.gso_segments
+        }
+    }
+
+    fn max_receive_segments(&self) -> usize {
+        self.gro_segments
+    }
+
+    fn may_fragment(&self) -> bool {
+        self.may_fragment
+    }
+}
+
+/// Write readiness for one task: ready while the pool has a free slot.
+struct Poller {
+    socket: Arc<UringSocket>,
+}
+
+impl fmt::Debug for Poller {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Poller").finish_non_exhaustive()
+    }
+}
+
+impl UdpPoller for Poller {
+    fn poll_writable(self: Pin<&mut Self>, cx: &mut Context) -> Poll<io::Result<()>> {
+        let mut d = self.socket.lock();
+        if !d.send_free.is_empty() || d.closing {
+            return Poll::Ready(Ok(()));
+        }
+        if !d.reap_sends() {
+            d.submit_sends();
+            d.reap_sends();
+        }
+        if !d.send_free.is_empty() {
+            return Poll::Ready(Ok(()));
+        }
+        if !d.writers.iter().any(|w| w.will_wake(cx.waker())) {
+            d.writers.push(cx.waker().clone());
+        }
+        // Nobody watches the send ring: have the receive ring (which tokio watches)
+        // report its next completion, so the endpoint driver reaps it and wakes us.
+        d.arm_send_poll();
+        Poll::Pending
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::poll_fn;
+
+    use quinn::udp::EcnCodepoint;
+
+    use super::*;
+
+    fn bind(addr: &str) -> Arc<UringSocket> {
+        UringSocket::bind(
+            addr.parse().unwrap(),
+            &TransportConfig::default(),
+            &UringOptions::default(),
+        )
+        .expect("binding an io_uring socket")
+    }
+
+    fn datagram<'a>(to: SocketAddr, contents: &'a [u8], segment: Option<usize>) -> Transmit<'a> {
+        Transmit {
+            destination: to,
+            ecn: Some(EcnCodepoint::Ect0),
+            contents,
+            segment_size: segment,
+            src_ip: None,
+        }
+    }
+
+    /// Receives as quinn's endpoint does (32 buffers of 64 segments) until `bytes` arrived.
+    async fn receive(s: &UringSocket, bytes: usize) -> Vec<(Vec<u8>, RecvMeta)> {
+        let chunk = 1452 * s.max_receive_segments();
+        let mut storage = vec![0u8; chunk * 32];
+        let mut out = Vec::new();
+        let mut total = 0;
+        while total < bytes {
+            let mut meta = [RecvMeta::default(); 32];
+            let n = {
+                let mut iovs: Vec<IoSliceMut> =
+                    storage.chunks_mut(chunk).map(IoSliceMut::new).collect();
+                tokio::time::timeout(
+                    Duration::from_secs(10),
+                    poll_fn(|cx| s.poll_recv(cx, &mut iovs, &mut meta)),
+                )
+                .await
+                .expect("datagrams arrive within 10 s")
+                .unwrap()
+            };
+            for (i, m) in meta[..n].iter().enumerate() {
+                out.push((storage[i * chunk..i * chunk + m.len].to_vec(), *m));
+                total += m.len;
+            }
+        }
+        out
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn gso_send_arrives_as_one_gro_batch_with_its_segment_size() {
+        let (a, b) = (bind("[::1]:0"), bind("[::1]:0"));
+        assert!(a.max_transmit_segments() > 1, "loopback offers GSO here");
+        assert!(b.max_receive_segments() > 1, "loopback offers GRO here");
+        let payload: Vec<u8> = (0..1200 * 10 - 7).map(|i| (i % 251) as u8).collect();
+        a.try_send(&datagram(b.local_addr, &payload, Some(1200)))
+            .unwrap();
+        let got = receive(&b, payload.len()).await;
+        let bytes: Vec<u8> = got.iter().flat_map(|(d, _)| d.clone()).collect();
+        assert_eq!(bytes, payload);
+        for (_, m) in &got {
+            assert_eq!(m.stride, 1200, "{m:?}");
+            assert_eq!(m.addr, a.local_addr);
+            assert_eq!(m.ecn, Some(EcnCodepoint::Ect0));
+            assert_eq!(m.dst_ip, Some("::1".parse().unwrap()));
+        }
+        assert_eq!(got.len(), 1, "one GRO batch, as sent");
+        assert_eq!(a.counters().sends.load(Ordering::Relaxed), 1);
+        assert_eq!(a.counters().send_errors.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn ipv4_datagrams_and_an_ipv4_peer_on_a_dual_stack_socket() {
+        let (v4, dual) = (bind("127.0.0.1:0"), bind("[::]:0"));
+        v4.try_send(&datagram(
+            SocketAddr::new("127.0.0.1".parse().unwrap(), dual.local_addr.port()),
+            b"ping",
+            None,
+        ))
+        .unwrap();
+        let got = receive(&dual, 4).await;
+        assert_eq!(got[0].0, b"ping");
+        let from = got[0].1.addr;
+        assert_eq!(from.port(), v4.local_addr.port());
+        dual.try_send(&datagram(from, b"pong", None)).unwrap();
+        assert_eq!(receive(&v4, 4).await[0].0, b"pong");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_burst_of_sends_shares_one_io_uring_enter() {
+        let (a, b) = (bind("[::1]:0"), bind("[::1]:0"));
+        let before = a.counters().enters.load(Ordering::Relaxed);
+        let payload = [7u8; 1200];
+        for _ in 0..100 {
+            a.try_send(&datagram(b.local_addr, &payload, None)).unwrap();
+        }
+        // Nothing entered the kernel yet: the sends are queued until this task yields.
+        assert_eq!(a.counters().enters.load(Ordering::Relaxed), before);
+        let got = receive(&b, 100 * 1200).await;
+        assert_eq!(got.iter().map(|(d, _)| d.len()).sum::<usize>(), 100 * 1200);
+        assert_eq!(
+            a.counters().enters.load(Ordering::Relaxed) - before,
+            1,
+            "100 sends, one io_uring_enter"
+        );
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_full_pool_is_submitted_by_the_sending_task_and_its_slots_reused() {
+        let (a, b) = (bind("[::1]:0"), bind("[::1]:0"));
+        let before = a.counters().enters.load(Ordering::Relaxed);
+        let payload = [1u8; 100];
+        for _ in 0..SEND_SLOTS {
+            a.try_send(&datagram(b.local_addr, &payload, None)).unwrap();
+        }
+        assert_eq!(a.counters().enters.load(Ordering::Relaxed), before);
+        assert!(a.lock().send_free.is_empty(), "every slot queued");
+        // The pool is empty: this send submits the queued ones itself (no flusher, no
+        // yield), takes their completions and reuses a slot.
+        a.try_send(&datagram(b.local_addr, &payload, None)).unwrap();
+        assert_eq!(a.counters().enters.load(Ordering::Relaxed) - before, 1);
+        let mut poller = a.clone().create_io_poller();
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(poller.as_mut().poll_writable(&mut cx).is_ready());
+        let got = receive(&b, (SEND_SLOTS + 1) * 100).await;
+        assert_eq!(
+            got.iter().map(|(d, _)| d.len()).sum::<usize>(),
+            (SEND_SLOTS + 1) * 100
+        );
+        assert_eq!(a.counters().send_errors.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn dropping_cancels_the_receive_and_drains_the_ring() {
+        let s = bind("[::1]:0");
+        assert!(s.lock().recv_armed);
+        let started = Instant::now();
+        let mut s = Arc::into_inner(s).expect("only reference");
+        s.driver.get_mut().unwrap().shutdown();
+        let d = s.driver.get_mut().unwrap();
+        assert!(!d.busy(), "drained");
+        assert!(!d.recv_bufs.leak, "nothing leaked");
+        assert!(started.elapsed() < DRAIN_TIMEOUT);
+    }
+}
