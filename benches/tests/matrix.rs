@@ -98,8 +98,8 @@ async fn quick_matrix_measures_every_applicable_cell() {
         assert!(dg.median("delivered_share_pct").unwrap() > 50.0, "{dg:?}");
     }
 
-    // The paired phase: each STOQ row against its direct row on both bulk scenarios, one
-    // alternating round each in the quick matrix.
+    // The paired phase: each STOQ row against its direct row on the three goodput
+    // scenarios, one alternating round each in the quick matrix, client and servers pinned.
     let mut pairs: Vec<(&str, &str, &str)> = results
         .paired
         .iter()
@@ -111,12 +111,19 @@ async fn quick_matrix_measures_every_applicable_cell() {
         [
             ("stoq-quinn", "quinn-direct", "bulk"),
             ("stoq-quinn", "quinn-direct", "bulk_8conn"),
+            ("stoq-quinn", "quinn-direct", "streams_1000x64k"),
             ("stoq-s2n", "s2n-direct", "bulk"),
             ("stoq-s2n", "s2n-direct", "bulk_8conn"),
+            ("stoq-s2n", "s2n-direct", "streams_1000x64k"),
         ]
     );
     for p in &results.paired {
         assert_eq!((p.rounds, p.failure.as_deref()), (1, None), "{p:?}");
+        assert_eq!(
+            p.placement.as_deref(),
+            Some("client pinned to CPU [0], servers to CPU [1]"),
+            "{p:?}"
+        );
         let r = p.ratio.as_ref().expect("a ratio");
         assert!(r.median > 0.0 && r.median.is_finite(), "{p:?}");
         assert_eq!(p.ratios[0], p.stoq_values[0] / p.direct_values[0]);

@@ -2,7 +2,8 @@
 //!
 //! A [`Backend`] whose QUIC protocol engine is quinn-proto (sans-IO) driven by quinn 0.11's
 //! async glue, and whose UDP I/O goes through **io_uring only**: no `sendmsg`/`recvmsg`
-//! system call is ever made on the socket. One ring per endpoint, created at bind.
+//! system call is ever made on the socket. Two rings per endpoint (receive, send), created
+//! at bind.
 //!
 //! How QUIC's datagram I/O maps to io_uring (details in [`socket`]):
 //!
@@ -11,9 +12,9 @@
 //! | receive datagrams | one multishot `IORING_OP_RECVMSG`, always armed, into a provided-buffer ring registered once (`IORING_REGISTER_PBUF_RING`; buffers from one allocation made at bind) |
 //! | receive batches | UDP GRO on the socket; the `UDP_GRO` control message gives the segment size quinn splits at |
 //! | send datagrams | `IORING_OP_SENDMSG` from a fixed pool of send slots allocated at bind; `UDP_SEGMENT` control message for GSO |
-//! | few system calls | sends are queued as SQEs without entering the kernel; a flusher task submits each burst with one `io_uring_enter`; receives need no system call at all (completions are read from shared memory) |
-//! | wake-ups, timers | the ring fd is registered with tokio's reactor, so completions wake tasks like any socket would; timers are tokio's (quinn's `TokioRuntime`) |
-//! | an I/O thread on its own core | optional `IORING_SETUP_SQPOLL` with the kernel's submission thread pinned to a CPU ([`UringOptions::sqpoll`]) |
+//! | few system calls | sends are queued as SQEs on a send ring without entering the kernel; a flusher task, deferred until its worker has nothing else to run, submits each burst of every connection with one `io_uring_enter`; receives need no system call at all (completions are read from shared memory) |
+//! | wake-ups, timers | the receive ring's fd is registered with tokio's reactor, so receive completions wake tasks like any socket would; send completions wake nobody (the send ring is not watched); timers are tokio's (quinn's `TokioRuntime`) |
+//! | an I/O thread on its own core | optional `IORING_SETUP_SQPOLL` on the send ring, with the kernel's submission thread pinned to a CPU ([`UringOptions::sqpoll`]) |
 //!
 //! The handles are ordinary STOQ handles and work from any tokio code. When io_uring
 //! cannot be used (kernel too old, disabled by `kernel.io_uring_disabled`, blocked by
@@ -83,8 +84,8 @@ pub const CAPABILITIES: Capabilities = stoq_quinn::CAPABILITIES;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct UringOptions {
-    /// Let a kernel thread poll the submission queue (`IORING_SETUP_SQPOLL`): sends reach
-    /// the kernel without any `io_uring_enter` while the thread is awake. Off by default:
+    /// Let a kernel thread poll the send ring's submission queue (`IORING_SETUP_SQPOLL`):
+    /// sends reach the kernel without any `io_uring_enter` while the thread is awake. Off by default:
     /// the thread spins for `idle` after each submission and takes a core's worth of CPU
     /// under load, which on a 2-core machine competes with QUIC's own work.
     pub sqpoll: Option<SqPoll>,

@@ -1,5 +1,5 @@
 //! The UDP socket quinn drives ([`quinn::AsyncUdpSocket`]), with every datagram moved
-//! through one io_uring per endpoint.
+//! through io_uring: a receive ring and a send ring per endpoint.
 //!
 //! * **Receive**: one multishot `IORING_OP_RECVMSG` stays armed on the socket and the
 //!   kernel fills buffers it takes from a provided-buffer ring (`IORING_REGISTER_PBUF_RING`,
@@ -11,16 +11,26 @@
 //!   reasons (no `IORING_CQE_F_MORE`); it is re-armed as soon as buffers are back.
 //! * **Send**: [`try_send`] copies the transmit into a slot of a fixed pool
 //!   ([`SEND_SLOTS`] slots allocated at bind), writes a `SendMsg` SQE with a `UDP_SEGMENT`
-//!   control message for GSO and queues it **without** entering the kernel. The first
-//!   queued SQE after a flush wakes the endpoint's flusher task, which runs after the
-//!   sending task yields and submits everything queued with one `io_uring_enter`. A slot
-//!   returns to the pool when its completion arrives; an empty pool answers `WouldBlock`
-//!   and wakes the waiting [`UdpPoller`]s when slots return. Send errors arrive as
-//!   completions: they are logged and the datagram is dropped (QUIC recovers the loss).
-//! * **Wake-ups**: the ring's fd is registered with tokio's reactor ([`AsyncFd`]): it
-//!   polls readable while completions are pending. quinn's endpoint driver always has a
-//!   [`poll_recv`] outstanding, so it is the one task woken by completions; it reaps every
-//!   completion (receive and send) and wakes whoever waits for send slots.
+//!   control message for GSO and queues it on a **second ring, the send ring**, without
+//!   entering the kernel. The first queued SQE after a flush wakes the endpoint's flusher
+//!   task, which defers itself until its tokio worker has run everything else that is
+//!   ready (`yield_now`: deferred tasks run when the worker would otherwise park), so the
+//!   sends of every connection in that burst share one `io_uring_enter` (58 SQEs per
+//!   call on a 1 GiB upload, `benches/results/syscalls.md`). When the pool runs out, the sending task submits and
+//!   reaps itself. With SQPOLL the send ring's kernel thread takes the SQEs and no call
+//!   is made while it is awake. Send errors arrive as completions: they are logged and
+//!   the datagram is dropped (QUIC recovers the loss).
+//! * **Send completions wake nobody**: the send ring is not registered with tokio, so a
+//!   completed send neither wakes a task nor a parked worker thread (with one ring, every
+//!   flush made the ring readable and woke the endpoint driver for nothing). Slots are
+//!   reaped by the flusher right after its submit (sends on UDP complete inside that
+//!   call), by a sender that finds the pool empty, and by `poll_recv`. Only a writer that
+//!   must wait for a slot arms a one-shot `POLL_ADD` of the send ring's fd on the receive
+//!   ring, so the next send completion wakes the endpoint driver, which reaps it and
+//!   wakes the writer.
+//! * **Wake-ups**: the receive ring's fd is registered with tokio's reactor ([`AsyncFd`]):
+//!   it polls readable while completions are pending. quinn's endpoint driver always has
+//!   a [`poll_recv`] outstanding, so it is the one task woken by completions.
 //!
 //! [`poll_recv`]: quinn::AsyncUdpSocket::poll_recv
 //! [`try_send`]: quinn::AsyncUdpSocket::try_send
@@ -635,7 +645,7 @@ struct ReapResult {
     received: bool,
 }
 
-/// The ring's fd, as tokio's reactor sees it.
+/// The receive ring's fd, as tokio's reactor sees it.
 struct RingFd(RawFd);
 
 impl AsRawFd for RingFd {

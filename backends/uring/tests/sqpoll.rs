@@ -78,7 +78,19 @@ async fn transfer(sqpoll: SqPoll) {
         .bind(EndpointSpec::client(addr, TransportConfig::default(), tls))
         .expect("binding an SQPOLL client");
 
-    let threads = sqpoll_threads();
+    // The kernel names its polling thread (`iou-sqp-<pid>`) when the thread first runs,
+    // which on a busy machine can be a moment after io_uring_setup returned.
+    let mut threads = sqpoll_threads();
+    let settled = |t: &[(String, String)]| {
+        t.len() >= 2 && pinned.is_none_or(|cpu| t.iter().all(|(_, cpus)| *cpus == cpu.to_string()))
+    };
+    for _ in 0..200 {
+        if settled(&threads) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        threads = sqpoll_threads();
+    }
     assert!(
         threads.len() >= 2,
         "one polling thread per endpoint expected, found {threads:?}"

@@ -35,7 +35,7 @@ pub struct Args {
     #[arg(long, value_parser = humantime::parse_duration)]
     budget: Option<Duration>,
     /// Rounds of the paired overhead comparison (each STOQ row against its engine driven
-    /// directly, alternating run by run) on the bulk scenarios; 0 turns it off.
+    /// directly, alternating run by run) on the goodput scenarios; 0 turns it off.
     #[arg(long)]
     paired_rounds: Option<usize>,
     /// Do not pin the paired runs' client and servers to disjoint CPUs (they are pinned by
