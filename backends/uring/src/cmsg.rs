@@ -216,7 +216,7 @@ pub(crate) fn decode_recv(control: &[u8]) -> RecvControl {
         };
         #[allow(clippy::unnecessary_cast)] // cmsg_len is not usize on every libc
         let len = h.cmsg_len as usize;
-        if len < hdr_len || at + len > control.len() {
+        if len < hdr_len || len > control.len() - at {
             break;
         }
         let data = &control[at + hdr_len..at + len];

@@ -306,12 +306,17 @@ impl Driver {
             let sqpoll_awake = self.send_ring.params().is_setup_sqpoll()
                 && !self.send_ring.submission().need_wakeup();
             match self.send_ring.submit() {
-                Ok(_) => {
-                    self.queued = 0;
+                Ok(n) => {
                     if !sqpoll_awake {
                         self.counters.enters.fetch_add(1, Ordering::Relaxed);
                     }
-                    return true;
+                    // The kernel may take fewer than were queued (short of memory): the
+                    // rest stay queued and go in with the next call.
+                    self.queued -= n.min(self.queued);
+                    if self.queued == 0 || sqpoll_awake {
+                        self.queued = 0;
+                        return true;
+                    }
                 }
                 Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
                 Err(e) if matches!(e.raw_os_error(), Some(libc::EBUSY) | Some(libc::EAGAIN)) => {
@@ -360,6 +365,20 @@ impl Driver {
         // The SQE stays queued and goes in with the next successful submission; the
         // caller treats it as in flight (its completion will arrive).
         true
+    }
+
+    /// Submits what a failed `io_uring_enter` left queued on the receive ring (the
+    /// multishot receive or the send-ring poll), so the endpoint cannot go deaf.
+    fn submit_pending_recv_ring(&mut self) {
+        if self.ring.submission().is_empty() {
+            return;
+        }
+        match self.ring.submit() {
+            Ok(_) => {
+                self.counters.enters.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => debug!(error = %e, "io_uring_enter failed on the receive ring again"),
+        }
     }
 
     /// Watches the send ring's completion queue from the receive ring (which tokio
@@ -426,6 +445,15 @@ impl Driver {
             }
         }
         self.reap_sends();
+    }
+
+    /// Gives back a slot that was taken but not handed to the kernel, waking the writers
+    /// that wait for one.
+    fn return_slot(&mut self, slot: u16) {
+        self.send_free.push(slot);
+        for w in self.writers.drain(..) {
+            w.wake();
+        }
     }
 
     /// Takes the send ring's completions: their slots return to the pool and the writers
@@ -591,6 +619,9 @@ impl Driver {
     fn shutdown(&mut self) {
         self.closing = true;
         self.submit_sends();
+        // Anything still queued must reach the kernel before the cancel, or it would be
+        // submitted by the drain below, after the cancel, and never complete in time.
+        self.submit_pending_recv_ring();
         for (ring, busy) in [
             (&self.ring, self.recv_armed || self.send_poll_armed),
             (&self.send_ring, self.send_in_flight > 0),
@@ -924,7 +955,7 @@ impl AsyncUdpSocket for UringSocket {
         };
         let len = transmit.contents.len();
         if len > d.send_slot_size {
-            d.send_free.push(slot as u16);
+            d.return_slot(slot as u16);
             warn!(
                 len,
                 max = d.send_slot_size,
@@ -940,7 +971,7 @@ impl AsyncUdpSocket for UringSocket {
             // GSO was switched off after quinn built this transmit: send its segments
             // one by one would need more slots; dropping it is what quinn-udp does for
             // the batch that failed, and QUIC recovers the loss.
-            d.send_free.push(slot as u16);
+            d.return_slot(slot as u16);
             return Ok(());
         }
         let control = SendControl {
@@ -991,7 +1022,7 @@ impl AsyncUdpSocket for UringSocket {
         if !unsafe { d.push_send(&sqe) } {
             // Not queued: the slot is free again and the datagram is lost (QUIC
             // recovers it), as for a send that failed in the kernel.
-            d.send_free.push(slot as u16);
+            d.return_slot(slot as u16);
             return Ok(());
         }
         d.send_in_flight += 1;
@@ -1014,7 +1045,13 @@ impl AsyncUdpSocket for UringSocket {
         loop {
             // This task is about to look at the queue itself: no wake-up for it.
             d.recv_waker = None;
+            d.submit_pending_recv_ring();
             d.reap();
+            // The send-ring poll fires once; re-arm it while writers still wait for
+            // slots (the completions it signalled may have been reaped elsewhere).
+            if !d.writers.is_empty() {
+                d.arm_send_poll();
+            }
             let n = d.deliver(bufs, meta);
             d.arm_recv();
             if n > 0 {
