@@ -94,7 +94,8 @@ const SEND_POLL_TAG: u64 = (1 << 32) + 1;
 /// Receive errors in a row (with no datagram in between) after which the socket reports
 /// an error to quinn instead of re-arming forever.
 const MAX_RECV_ERRORS: u32 = 1024;
-/// How long dropping the socket waits for cancelled requests to complete.
+/// How long dropping the socket waits for the cancelled receive and the last sends to
+/// complete.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 /// Room for the payload of one receive completion: a GRO run is at most 64 KiB.
 const GRO_PAYLOAD: usize = 65536;
@@ -614,23 +615,22 @@ impl Driver {
         self.recv_armed || self.send_poll_armed || self.send_in_flight > 0
     }
 
-    /// Cancels everything in flight and waits (bounded) for the completions, so no
-    /// buffer is freed while the kernel may still use it.
+    /// Cancels the receive, lets the queued sends complete, and waits (bounded) for every
+    /// completion, so no buffer is freed while the kernel may still use it.
     fn shutdown(&mut self) {
         self.closing = true;
         self.submit_sends();
         // Anything still queued must reach the kernel before the cancel, or it would be
         // submitted by the drain below, after the cancel, and never complete in time.
         self.submit_pending_recv_ring();
-        for (ring, busy) in [
-            (&self.ring, self.recv_armed || self.send_poll_armed),
-            (&self.send_ring, self.send_in_flight > 0),
-        ] {
-            if !busy {
-                continue;
-            }
+        // Only the receive ring's requests are cancelled (the multishot receive never ends
+        // by itself). Sends complete on their own, and among them are the
+        // CONNECTION_CLOSE datagrams quinn queued just before the endpoint went away: the
+        // drain below waits for them instead of discarding them.
+        if self.recv_armed || self.send_poll_armed {
             let timeout = Timespec::new().sec(1);
-            if let Err(e) = ring
+            if let Err(e) = self
+                .ring
                 .submitter()
                 .register_sync_cancel(Some(timeout), CancelBuilder::any())
             {
