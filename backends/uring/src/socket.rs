@@ -216,6 +216,11 @@ struct Driver {
     send_in_flight: usize,
     /// Send SQEs pushed but not yet submitted.
     queued: usize,
+    /// The flusher was notified and has not yet taken the lock to flush. A send queued
+    /// while this is false notifies it, so sends that a failed flush left queued are
+    /// retried by the next one (a counter of queued sends cannot tell "the flusher is on
+    /// its way" from "the last flush failed").
+    flush_scheduled: bool,
     /// The `POLL_ADD` on the send ring's fd ([`SEND_POLL_TAG`]) is in flight.
     send_poll_armed: bool,
     writers: Vec<Waker>,
@@ -298,24 +303,34 @@ impl Driver {
     }
 
     /// Submits the queued sends with one `io_uring_enter` (none with SQPOLL while the
-    /// kernel thread is awake). False if the kernel refused.
+    /// kernel thread is awake). False if the kernel refused; the sends stay queued and
+    /// the next flush retries them.
     fn submit_sends(&mut self) -> bool {
         if self.queued == 0 {
             return true;
         }
+        let sqpoll = self.send_ring.params().is_setup_sqpoll();
         for _ in 0..3 {
-            let sqpoll_awake = self.send_ring.params().is_setup_sqpoll()
-                && !self.send_ring.submission().need_wakeup();
+            // With SQPOLL, `submit` enters the kernel only to wake a sleeping thread.
+            let enters = !sqpoll || self.send_ring.submission().need_wakeup();
             match self.send_ring.submit() {
-                Ok(n) => {
-                    if !sqpoll_awake {
+                Ok(_) => {
+                    if enters {
                         self.counters.enters.fetch_add(1, Ordering::Relaxed);
                     }
-                    // The kernel may take fewer than were queued (short of memory): the
-                    // rest stay queued and go in with the next call.
-                    self.queued -= n.min(self.queued);
-                    if self.queued == 0 || sqpoll_awake {
-                        self.queued = 0;
+                    // With SQPOLL the kernel thread takes every entry up to the tail we
+                    // published: it was awake (and sees the tail before it sleeps) or the
+                    // call woke it. What it returns counts the queue's length at the call,
+                    // not what we pushed (the thread may already have taken some), so it
+                    // must not be subtracted from `queued`. Without SQPOLL the kernel may
+                    // take fewer than were queued (short of memory): what is left in the
+                    // queue goes in with the next call.
+                    self.queued = if sqpoll {
+                        0
+                    } else {
+                        self.send_ring.submission().len()
+                    };
+                    if self.queued == 0 {
                         return true;
                     }
                 }
@@ -854,6 +869,7 @@ impl UringSocket {
             send_free: (0..SEND_SLOTS as u16).rev().collect(),
             send_in_flight: 0,
             queued: 0,
+            flush_scheduled: false,
             send_poll_armed: false,
             writers: Vec::new(),
             ecn_ok: true,
@@ -895,6 +911,7 @@ impl UringSocket {
     /// that are already there (sends on UDP usually complete inside that call).
     fn flush(&self) {
         let mut d = self.lock();
+        d.flush_scheduled = false;
         d.submit_sends();
         d.reap_sends();
     }
@@ -1016,7 +1033,6 @@ impl AsyncUdpSocket for UringSocket {
         let sqe = opcode::SendMsg::new(Fd(fd), unsafe { &(*s).hdr } as *const libc::msghdr)
             .build()
             .user_data(slot as u64);
-        let queued_before = d.queued;
         // SAFETY: header, address, control and payload live in the slot until the
         // completion frees it (see above).
         if !unsafe { d.push_send(&sqe) } {
@@ -1027,7 +1043,8 @@ impl AsyncUdpSocket for UringSocket {
         }
         d.send_in_flight += 1;
         self.counters.sends.fetch_add(1, Ordering::Relaxed);
-        let first = queued_before == 0;
+        let first = !d.flush_scheduled;
+        d.flush_scheduled = true;
         drop(d);
         if first {
             self.flush.notify_one();
