@@ -83,6 +83,50 @@ pub enum CryptoError {
          TlsMaterial::identity (a non-empty chain, leaf first)"
     )]
     NoIdentity,
+    /// A key, certificate or signature names an algorithm this crate does not handle here
+    /// (an OID that is not one of [`crate::falcon::FalconAlgorithm`]'s, or the wrong one).
+    #[error("{what}: unexpected algorithm {found} (expected {expected})")]
+    WrongAlgorithm {
+        /// What was being read, e.g. "SubjectPublicKeyInfo".
+        what: &'static str,
+        /// The OID (dotted) or name found.
+        found: String,
+        /// What was acceptable, e.g. "a FALCON OID" or "falconpadded512".
+        expected: String,
+    },
+    /// A raw key or signature has the wrong length for its algorithm.
+    #[error("{what}: {found} bytes, expected {expected}")]
+    WrongLength {
+        /// What was being read, e.g. "falconpadded512 public key".
+        what: String,
+        /// The length that would be accepted (for variable-length values, the maximum).
+        expected: usize,
+        /// The length found.
+        found: usize,
+    },
+    /// Key material has the right length and algorithm but is not a valid key (bad header
+    /// byte, out-of-range coefficients, or a public key that does not match its secret key).
+    #[error("{what}: invalid key: {reason}")]
+    InvalidKey {
+        /// What was being read.
+        what: String,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// A signature did not verify: the data, the signature or the key is not what was signed.
+    #[error("{what}: the signature does not verify")]
+    BadSignature {
+        /// What was being verified, e.g. "certificate signature".
+        what: String,
+    },
+    /// DER (or PEM around it) that does not parse as the structure it should be.
+    #[error("{what}: malformed: {detail}")]
+    MalformedDer {
+        /// What was being parsed, e.g. "PKCS#8 PrivateKeyInfo".
+        what: &'static str,
+        /// The parser's complaint.
+        detail: String,
+    },
     /// No directory for the certificate store could be determined.
     #[error("no directory for STOQ's certificates: set STOQ_HOME to a writable directory")]
     NoStoreDir,

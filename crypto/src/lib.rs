@@ -14,6 +14,9 @@
 //!   and leaf certificates it issues, stored with private permissions and rotated before
 //!   they expire. [`ephemeral_material`] does the same in memory for tests and benchmarks.
 //!
+//! * [`falcon`]: FALCON post-quantum identity: keys and their encodings, FALCON-signed
+//!   X.509 certificates, and the rustls pieces that carry them in a TLS 1.3 handshake.
+//!
 //! Every fallible function returns [`CryptoError`], which converts into
 //! [`stoq_core::Error::Tls`].
 #![forbid(unsafe_code)]
@@ -21,6 +24,7 @@
 
 mod config;
 mod error;
+pub mod falcon;
 mod pem;
 mod store;
 mod x509;
