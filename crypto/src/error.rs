@@ -39,6 +39,14 @@ pub enum CryptoError {
         /// The certificate's `notAfter`.
         not_after: SystemTime,
     },
+    /// A certificate's `notBefore` is still in the future.
+    #[error("the certificate in {cert} is not valid before {}; check the clock", fmt_time(*not_before))]
+    NotYetValid {
+        /// Where the certificate came from (a file path or a description).
+        cert: String,
+        /// The certificate's `notBefore`.
+        not_before: SystemTime,
+    },
     /// rustls rejected the material or the configuration.
     #[error("rustls: {0}")]
     Rustls(#[from] rustls::Error),

@@ -34,7 +34,7 @@ pub const LEAF_VALIDITY: Duration = Duration::from_secs(90 * 24 * 3600);
 pub const LEAF_RENEW_BEFORE: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// Certificates are back-dated by this much to tolerate clocks that run slightly behind.
-const BACKDATE: Duration = Duration::from_secs(5 * 60);
+pub(crate) const BACKDATE: Duration = Duration::from_secs(5 * 60);
 const DAY: Duration = Duration::from_secs(24 * 3600);
 
 /// A certificate authority that can issue leaf certificates: STOQ's local development CA
@@ -271,7 +271,7 @@ impl LocalCa {
 
 /// Canonical names: IP addresses in their canonical text form, DNS names lower-cased without
 /// a trailing dot; sorted and deduplicated. At least one.
-fn normalize_names(names: &[&str]) -> Result<Vec<String>, CryptoError> {
+pub(crate) fn normalize_names(names: &[&str]) -> Result<Vec<String>, CryptoError> {
     let mut out = BTreeSet::new();
     for &raw in names {
         let trimmed = raw.trim();

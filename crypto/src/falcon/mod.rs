@@ -40,12 +40,17 @@
 
 mod codec;
 mod keys;
+mod x509;
 
 use std::fmt;
 
 use x509_cert::der::oid::ObjectIdentifier;
 
 pub use keys::{FalconPublicKey, FalconSecretKey};
+pub use x509::{
+    certificate_public_key, check_validity, verify_certificate_signature, FalconCa, FalconLeaf,
+    FalconSignature, FALCON_CA_VALIDITY, FALCON_LEAF_VALIDITY,
+};
 
 /// The two FALCON security levels: the lattice degree n.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
