@@ -59,13 +59,28 @@ pub fn provider() -> Arc<CryptoProvider> {
 ///   client certificate is requested.
 /// * 0-RTT stays disabled (`max_early_data_size` is 0).
 pub fn server_config(material: &TlsMaterial, alpn: &[String]) -> Result<ServerConfig, CryptoError> {
+    server_config_with(provider(), material, alpn)
+}
+
+/// [`server_config`] with another crypto provider (the FALCON one, see
+/// [`crate::falcon::falcon_server_config`]).
+pub(crate) fn server_config_with(
+    provider: Arc<CryptoProvider>,
+    material: &TlsMaterial,
+    alpn: &[String],
+) -> Result<ServerConfig, CryptoError> {
     let identity = material.identity.as_ref().ok_or(CryptoError::NoIdentity)?;
-    let certified = certified_key(identity)?;
+    let certified = certified_key_with(
+        &provider,
+        identity,
+        "the identity's leaf certificate",
+        "the identity's private key",
+    )?;
     let builder =
-        ServerConfig::builder_with_provider(provider()).with_protocol_versions(TLS13_ONLY)?;
+        ServerConfig::builder_with_provider(provider.clone()).with_protocol_versions(TLS13_ONLY)?;
     let builder = if material.require_client_auth {
         let roots = root_store(&material.roots)?;
-        let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+        let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
             .build()
             .map_err(|e| match e {
                 rustls::server::VerifierBuilderError::NoRootAnchors => CryptoError::NoRoots,
@@ -95,17 +110,32 @@ pub fn server_config(material: &TlsMaterial, alpn: &[String]) -> Result<ServerCo
 ///   authentication; its key must match its leaf), otherwise none is sent.
 /// * Early data stays disabled.
 pub fn client_config(material: &TlsMaterial, alpn: &[String]) -> Result<ClientConfig, CryptoError> {
+    client_config_with(provider(), material, alpn)
+}
+
+/// [`client_config`] with another crypto provider (the FALCON one, see
+/// [`crate::falcon::falcon_client_config`]).
+pub(crate) fn client_config_with(
+    provider: Arc<CryptoProvider>,
+    material: &TlsMaterial,
+    alpn: &[String],
+) -> Result<ClientConfig, CryptoError> {
     if material.roots.is_empty() {
         return Err(CryptoError::NoRoots);
     }
     let roots = root_store(&material.roots)?;
-    let builder = ClientConfig::builder_with_provider(provider())
+    let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(TLS13_ONLY)?
         .with_root_certificates(roots);
     let mut config = match &material.identity {
         Some(identity) => {
             // Check first: a mismatch gets a clear KeyMismatch rather than a rustls error.
-            certified_key(identity)?;
+            certified_key_with(
+                &provider,
+                identity,
+                "the identity's leaf certificate",
+                "the identity's private key",
+            )?;
             builder.with_client_auth_cert(identity.cert_chain.clone(), identity.key.clone_key())?
         }
         None => builder.with_no_client_auth(),
@@ -148,10 +178,20 @@ pub(crate) fn certified_key_from(
     cert_origin: &str,
     key_origin: &str,
 ) -> Result<CertifiedKey, CryptoError> {
+    certified_key_with(&provider(), identity, cert_origin, key_origin)
+}
+
+/// Like [`certified_key_from`], loading the key with `provider`'s key provider.
+pub(crate) fn certified_key_with(
+    provider: &CryptoProvider,
+    identity: &Identity,
+    cert_origin: &str,
+    key_origin: &str,
+) -> Result<CertifiedKey, CryptoError> {
     if identity.cert_chain.is_empty() {
         return Err(CryptoError::NoIdentity);
     }
-    let signing_key = provider()
+    let signing_key = provider
         .key_provider
         .load_private_key(identity.key.clone_key())?;
     let certified = CertifiedKey::new(identity.cert_chain.clone(), signing_key);

@@ -40,6 +40,7 @@
 
 mod codec;
 mod keys;
+mod tls;
 mod x509;
 
 use std::fmt;
@@ -47,6 +48,10 @@ use std::fmt;
 use x509_cert::der::oid::ObjectIdentifier;
 
 pub use keys::{FalconPublicKey, FalconSecretKey};
+pub use tls::{
+    falcon_client_config, falcon_provider, falcon_server_config, falcon_verification_algorithms,
+    FalconSigningKey,
+};
 pub use x509::{
     certificate_public_key, check_validity, verify_certificate_signature, FalconCa, FalconLeaf,
     FalconSignature, FALCON_CA_VALIDITY, FALCON_LEAF_VALIDITY,
