@@ -1,4 +1,4 @@
-//! # STOQ crypto (classical)
+//! # STOQ crypto
 //!
 //! Everything TLS that STOQ's QUIC backends share, built on rustls with the aws-lc-rs
 //! provider:

@@ -46,7 +46,7 @@ impl fmt::Debug for FalconPublicKey {
 }
 
 impl FalconPublicKey {
-    /// Takes a raw public key (897 or 1,793 bytes, as PQClean and lioqs store it) for
+    /// Takes a raw public key (897 or 1,793 bytes, as PQClean and liboqs store it) for
     /// `algorithm`. Fails with [`CryptoError::WrongLength`] for another length and
     /// [`CryptoError::InvalidKey`] if it does not decode as a key of that level.
     pub fn from_bytes(algorithm: FalconAlgorithm, bytes: &[u8]) -> Result<Self, CryptoError> {
@@ -170,6 +170,16 @@ impl FalconPublicKey {
     }
 }
 
+/// An expanded signing key kept between signatures (zeroised by fn-dsa when dropped).
+#[derive(Default)]
+pub(crate) struct SigningKeyCache(std::sync::Mutex<Option<Box<SigningKeyStandard>>>);
+
+impl fmt::Debug for SigningKeyCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SigningKeyCache")
+    }
+}
+
 /// A FALCON secret (signing) key with its public key. The secret bytes are overwritten
 /// with zeros when the value is dropped (clones too, each its own copy); `Debug` never
 /// prints them.
@@ -198,7 +208,8 @@ impl FalconSecretKey {
     }
 
     /// A new key pair for `algorithm` from the operating system's RNG. Key generation takes
-    /// a few milliseconds (512) to tens of milliseconds (1024).
+    /// 5 to 10 ms at 512 and 15 to 35 ms at 1024 on the project's machine
+    /// (`examples/falcon_timing.rs`); signing about 0.3 ms and 0.7 ms, verifying 20 to 35 µs.
     pub fn generate_for(algorithm: FalconAlgorithm) -> Self {
         let p = algorithm.params();
         let mut secret = vec![0u8; p.secret_key_len];
@@ -270,14 +281,49 @@ impl FalconSecretKey {
     /// Signs `message` (original Falcon, fresh random nonce from the OS RNG), in this key's
     /// algorithm's encoding: 666 / 1,280 bytes for the padded algorithms.
     pub fn sign(&self, message: &[u8]) -> Result<Vec<u8>, CryptoError> {
-        let p = self.algorithm.params();
-        let mut sk = Box::new(SigningKeyStandard::decode(&self.secret).ok_or_else(|| {
-            CryptoError::InvalidKey {
-                what: format!("{} secret key", p.name),
-                reason: "does not decode".into(),
+        let mut sk = self.signing_key()?;
+        self.sign_with(&mut sk, message)
+    }
+
+    /// Like [`sign`](Self::sign), reusing the expanded signing key kept in `cache` (decoding
+    /// it costs about a third of a signature). If another thread holds the cache, this
+    /// signs with a freshly decoded key instead of waiting.
+    pub(crate) fn sign_cached(
+        &self,
+        cache: &SigningKeyCache,
+        message: &[u8],
+    ) -> Result<Vec<u8>, CryptoError> {
+        match cache.0.try_lock() {
+            Ok(mut slot) => {
+                if slot.is_none() {
+                    *slot = Some(self.signing_key()?);
+                }
+                match slot.as_mut() {
+                    Some(sk) => self.sign_with(sk, message),
+                    None => self.sign(message),
+                }
             }
-        })?);
-        let mut sig = vec![0u8; fn_dsa::signature_size(p.level.logn())];
+            Err(_) => self.sign(message),
+        }
+    }
+
+    /// The expanded fn-dsa signing key (on the heap: it is about 110 KiB).
+    fn signing_key(&self) -> Result<Box<SigningKeyStandard>, CryptoError> {
+        SigningKeyStandard::decode(&self.secret)
+            .map(Box::new)
+            .ok_or_else(|| CryptoError::InvalidKey {
+                what: format!("{} secret key", self.algorithm.name()),
+                reason: "does not decode".into(),
+            })
+    }
+
+    fn sign_with(
+        &self,
+        sk: &mut SigningKeyStandard,
+        message: &[u8],
+    ) -> Result<Vec<u8>, CryptoError> {
+        let logn = self.algorithm.level().logn();
+        let mut sig = vec![0u8; fn_dsa::signature_size(logn)];
         sk.sign(
             &mut rand_core::OsRng,
             &DOMAIN_NONE,
@@ -476,4 +522,27 @@ fn decode_pem(
         });
     }
     Ok(der)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cached_signing_matches_fresh_signing_and_survives_contention() {
+        for level in [FalconLevel::L512, FalconLevel::L1024] {
+            let key = FalconSecretKey::generate(level);
+            let cache = SigningKeyCache::default();
+            for i in 0..3u8 {
+                let sig = key.sign_cached(&cache, &[i]).unwrap();
+                key.public_key().verify(&[i], &sig).unwrap();
+            }
+            assert!(cache.0.lock().unwrap().is_some());
+            // While another user holds the cache, signing still works (fresh key).
+            let held = cache.0.lock().unwrap();
+            let sig = key.sign_cached(&cache, b"busy").unwrap();
+            key.public_key().verify(b"busy", &sig).unwrap();
+            drop(held);
+        }
+    }
 }

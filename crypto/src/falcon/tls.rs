@@ -12,6 +12,7 @@ use rustls_pki_types::{
 };
 use stoq_core::{Identity, TlsMaterial};
 
+use super::keys::SigningKeyCache;
 use super::{FalconAlgorithm, FalconPublicKey, FalconSecretKey};
 use crate::config::{client_config_with, provider, server_config_with};
 use crate::CryptoError;
@@ -87,10 +88,12 @@ pub fn falcon_verification_algorithms() -> WebPkiSupportedAlgorithms {
 }
 
 /// A FALCON secret key as a rustls signing key: it signs TLS 1.3 CertificateVerify with
-/// its algorithm's scheme, and only when the peer offered that scheme.
+/// its algorithm's scheme, and only when the peer offered that scheme. The expanded
+/// signing key is kept between handshakes (clones share it).
 #[derive(Debug, Clone)]
 pub struct FalconSigningKey {
     key: Arc<FalconSecretKey>,
+    cache: Arc<SigningKeyCache>,
     spki: Vec<u8>,
 }
 
@@ -100,6 +103,7 @@ impl FalconSigningKey {
         let spki = key.public_key().to_spki_der();
         FalconSigningKey {
             key: Arc::new(key),
+            cache: Arc::default(),
             spki,
         }
     }
@@ -116,6 +120,7 @@ impl SigningKey for FalconSigningKey {
         offered.contains(&scheme).then(|| {
             Box::new(FalconSigner {
                 key: self.key.clone(),
+                cache: self.cache.clone(),
                 scheme,
             }) as Box<dyn Signer>
         })
@@ -134,13 +139,14 @@ impl SigningKey for FalconSigningKey {
 #[derive(Debug)]
 struct FalconSigner {
     key: Arc<FalconSecretKey>,
+    cache: Arc<SigningKeyCache>,
     scheme: SignatureScheme,
 }
 
 impl Signer for FalconSigner {
     fn sign(&self, message: &[u8]) -> Result<Vec<u8>, rustls::Error> {
         self.key
-            .sign(message)
+            .sign_cached(&self.cache, message)
             .map_err(|e| rustls::Error::General(format!("FALCON signing failed: {e}")))
     }
 
