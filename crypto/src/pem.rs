@@ -9,12 +9,14 @@ use rustls_pki_types::pem::{self, PemObject, SectionKind};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use stoq_core::Identity;
 
-use crate::config::certified_key_from;
+use crate::config::certified_key_with;
 use crate::{x509, CryptoError};
 
 /// Loads an identity: the certificate chain in `cert_path` (leaf first, then any
 /// intermediates, PEM) and the first private key in `key_path` (PEM: PKCS#8
-/// `PRIVATE KEY`, SEC1 `EC PRIVATE KEY` or PKCS#1 `RSA PRIVATE KEY`).
+/// `PRIVATE KEY`, SEC1 `EC PRIVATE KEY` or PKCS#1 `RSA PRIVATE KEY`). FALCON identities
+/// (a FALCON leaf and its PKCS#8 key, as [`crate::falcon`] writes them) load too; use them
+/// with [`crate::falcon::falcon_server_config`] / [`crate::falcon::falcon_client_config`].
 ///
 /// Checks that every certificate is well-formed DER, that the leaf has not expired
 /// ([`CryptoError::Expired`]), that the key is usable and that it matches the leaf
@@ -35,7 +37,9 @@ pub fn load_identity(cert_path: &Path, key_path: &Path) -> Result<Identity, Cryp
         cert_chain,
         key: Arc::new(key),
     };
-    certified_key_from(
+    // The FALCON provider loads every key aws-lc-rs loads, and FALCON keys.
+    certified_key_with(
+        &crate::falcon::falcon_provider(),
         &identity,
         &cert_path.display().to_string(),
         &key_path.display().to_string(),
@@ -45,7 +49,7 @@ pub fn load_identity(cert_path: &Path, key_path: &Path) -> Result<Identity, Cryp
             key_path,
             format!(
                 "the private key is malformed or of an unsupported type (ECDSA P-256/P-384, \
-                 Ed25519 and RSA are supported): {err}"
+                 Ed25519, RSA and FALCON are supported): {err}"
             ),
         ),
         other => other,

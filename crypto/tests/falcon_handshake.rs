@@ -533,3 +533,40 @@ fn first_flight_size_with_a_falcon_512_leaf() {
     );
     assert!(x_s + overhead <= budget(x_c), "{x_s} vs {}", budget(x_c));
 }
+
+#[test]
+fn falcon_identities_and_roots_load_from_pem_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = falcon_ca(FalconLevel::L512);
+    let leaf = ca
+        .issue_leaf(FalconLevel::L512, &["localhost"], DAY)
+        .unwrap();
+    let (cert_path, key_path, ca_path) = (
+        dir.path().join("leaf.pem"),
+        dir.path().join("leaf.key"),
+        dir.path().join("ca.pem"),
+    );
+    std::fs::write(&cert_path, leaf.cert_pem()).unwrap();
+    leaf.key.write_pkcs8_pem(&key_path).unwrap();
+    std::fs::write(&ca_path, ca.cert_pem()).unwrap();
+
+    let identity = stoq_crypto::load_identity(&cert_path, &key_path).unwrap();
+    let roots = stoq_crypto::load_roots(&ca_path).unwrap();
+    let server_m = TlsMaterial {
+        identity: Some(identity),
+        roots: vec![],
+        require_client_auth: false,
+    };
+    let client = falcon_client_config(&client_material(roots), &alpn()).unwrap();
+    let server = falcon_server_config(&server_m, &alpn()).unwrap();
+    Pair::new(client, server, "localhost").handshake().unwrap();
+
+    // Another FALCON key with that leaf: a mismatch naming the files.
+    let other = dir.path().join("other.key");
+    FalconSecretKey::generate(FalconLevel::L512)
+        .write_pkcs8_pem(&other)
+        .unwrap();
+    let err = stoq_crypto::load_identity(&cert_path, &other).unwrap_err();
+    assert!(matches!(err, CryptoError::KeyMismatch { .. }), "{err:?}");
+    assert!(err.to_string().contains("other.key"), "{err}");
+}

@@ -371,7 +371,9 @@ impl FalconSecretKey {
         )
     }
 
-    /// The PKCS#8 DER as rustls and [`stoq_core::Identity`] carry a private key.
+    /// The PKCS#8 DER as rustls and [`stoq_core::Identity`] carry a private key. That copy
+    /// is not zeroised on drop (rustls-pki-types does not do it): keep it only as long as
+    /// the identity lives.
     pub fn to_private_key_der(&self) -> PrivateKeyDer<'static> {
         PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.to_pkcs8_der().to_vec()))
     }
