@@ -112,37 +112,71 @@ fn kat(name: &str) -> std::collections::HashMap<String, Vec<u8>> {
         .collect()
 }
 
-#[test]
-fn nist_kat_falcon512_vector_verifies() {
-    let v = kat("falcon512-kat-count0.txt");
+/// Checks one stored NIST KAT vector: under `alg` (unpadded) and its padded twin, and under
+/// PQClean's `verify`.
+fn check_kat(file: &str, alg: FalconAlgorithm, pq_verify: impl Fn(&[u8], &[u8], &[u8]) -> bool) {
+    let v = kat(file);
     let (pk, msg, sm) = (&v["pk"], &v["msg"], &v["sm"]);
-    // sm = signature length (2, big-endian) || nonce (40) || message || 0x29 || compressed.
+    let logn = alg.level().logn() as u8;
+    // sm = signature length (2, big-endian) || nonce (40) || message || 0x20+logn || s2.
     let sig_len = u16::from_be_bytes([sm[0], sm[1]]) as usize;
     assert_eq!(sm.len(), 2 + 40 + msg.len() + sig_len);
     assert_eq!(&sm[42..42 + msg.len()], msg.as_slice());
     let nonce = &sm[2..42];
     let esig = &sm[42 + msg.len()..];
-    assert_eq!(esig[0], 0x29);
+    assert_eq!(esig[0], 0x20 + logn);
     // The detached form: header 0x30 + logn, nonce, compressed s2.
-    let mut detached = vec![0x39];
+    let mut detached = vec![0x30 + logn];
     detached.extend_from_slice(nonce);
     detached.extend_from_slice(&esig[1..]);
 
-    let public = FalconPublicKey::from_bytes(FalconAlgorithm::Falcon512, pk).unwrap();
+    let public = FalconPublicKey::from_bytes(alg, pk).unwrap();
     public.verify(msg, &detached).unwrap();
-    // Padded to 666 bytes it verifies as falconpadded512.
+    // Padded it verifies as the padded algorithm.
+    let padded_alg = alg.level().default_algorithm();
     let mut padded = detached.clone();
-    padded.resize(666, 0);
-    public
-        .verify_as(FalconAlgorithm::FalconPadded512, msg, &padded)
-        .unwrap();
-    // And it is a known answer: one changed message bit and it fails.
+    padded.resize(padded_alg.params().signature_len, 0);
+    public.verify_as(padded_alg, msg, &padded).unwrap();
+    // A known answer: one changed message bit and it fails.
     let mut other = msg.clone();
     other[0] ^= 1;
     let err = public.verify(&other, &detached).unwrap_err();
     assert!(matches!(err, CryptoError::BadSignature { .. }), "{err:?}");
     // PQClean agrees.
-    let pq_pk = pqcrypto_falcon::falcon512::PublicKey::from_bytes(pk).unwrap();
-    let pq_sig = pqcrypto_falcon::falcon512::DetachedSignature::from_bytes(&detached).unwrap();
-    pqcrypto_falcon::falcon512::verify_detached_signature(&pq_sig, msg, &pq_pk).unwrap();
+    assert!(pq_verify(pk, &detached, msg));
+    assert!(!pq_verify(pk, &detached, &other));
+}
+
+#[test]
+fn nist_kat_falcon512_vector_verifies() {
+    use pqcrypto_falcon::falcon512 as pq;
+    check_kat(
+        "falcon512-kat-count0.txt",
+        FalconAlgorithm::Falcon512,
+        |pk, sig, msg| {
+            pq::verify_detached_signature(
+                &pq::DetachedSignature::from_bytes(sig).unwrap(),
+                msg,
+                &pq::PublicKey::from_bytes(pk).unwrap(),
+            )
+            .is_ok()
+        },
+    );
+}
+
+#[test]
+fn nist_kat_falcon1024_vector_verifies() {
+    use pqcrypto_falcon::falcon1024 as pq;
+    check_kat(
+        "falcon1024-kat-count0.txt",
+        FalconAlgorithm::Falcon1024,
+        |pk, sig, msg| {
+            pq::verify_detached_signature(
+                &pq::DetachedSignature::from_bytes(sig).unwrap(),
+                msg,
+                &pq::PublicKey::from_bytes(pk).unwrap(),
+            )
+            .is_ok()
+        },
+    );
 }
