@@ -210,6 +210,8 @@ impl FalconSecretKey {
     /// A new key pair for `algorithm` from the operating system's RNG. Key generation takes
     /// 5 to 10 ms at 512 and 15 to 35 ms at 1024 on the project's machine
     /// (`examples/falcon_timing.rs`); signing about 0.3 ms and 0.7 ms, verifying 20 to 35 µs.
+    /// Panics only if the operating system's RNG fails (as `rand_core::OsRng` does); so does
+    /// [`sign`](Self::sign), which draws its nonce and sampler seed from it.
     pub fn generate_for(algorithm: FalconAlgorithm) -> Self {
         let p = algorithm.params();
         let mut secret = vec![0u8; p.secret_key_len];
