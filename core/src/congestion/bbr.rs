@@ -64,7 +64,13 @@
 //!   round in recovery as the draft does.
 //! * **Application-limited marking** (section 4.1.2.4) comes from the engine: a send
 //!   flagged `app_limited` runs `MarkConnectionAppLimited()`; an ACK flagged `app_limited`
-//!   marks its rate sample application-limited as well (quinn only says so on ACK).
+//!   marks its rate sample application-limited as well (quinn only says so on ACK). The
+//!   trait has no "application wrote data" event, so a send with nothing in flight after
+//!   data has been delivered also marks the connection application-limited (the draft's
+//!   check on the application's write would); after a probe timeout that declared
+//!   everything lost this also happens, where the draft's `lost_out <= retrans_out`
+//!   condition would not mark (the effect is only that the next round's samples cannot
+//!   lower `max_bw`, and ProbeRTT is not entered on that ACK).
 //! * **`C.is_cwnd_limited`** is derived from sends: a send that leaves less than one
 //!   datagram of window free marks the round as window-limited; the flag covers the
 //!   current and the previous round.
@@ -990,15 +996,14 @@ impl Core {
 
     /// `CheckStartupHighLoss()` (section 5.3.1.3), counting lost datagrams for ranges.
     fn check_startup_high_loss(&mut self, rs: &RateSample) {
-        if self.state != State::Startup || self.full_bw_reached {
-            return;
-        }
         if !self.loss_round_start {
             return;
         }
         let lost_packets = self.lost_packets_in_round;
         self.lost_packets_in_round = 0;
-        if self.in_recovery
+        if self.state == State::Startup
+            && !self.full_bw_reached
+            && self.in_recovery
             && self.round_count > self.recovery_round
             && lost_packets >= STARTUP_FULL_LOSS_COUNT
             && is_inflight_too_high(rs)
@@ -1428,11 +1433,13 @@ impl CongestionController for Bbr {
             .back()
             .map_or(now, |last| now.max(last.send_time));
         let c = &mut self.core;
-        // OnTransmit() (section 5.2.2).
-        c.handle_restart_from_idle(now);
-        if app_limited {
+        // CheckIfApplicationLimited() (section 4.1.2.4): the engine says so, or nothing is
+        // in flight after data was delivered (the application ran dry and writes again).
+        if app_limited || (c.inflight == 0 && c.delivered > 0) {
             c.mark_app_limited();
         }
+        // OnTransmit() (section 5.2.2).
+        c.handle_restart_from_idle(now);
         // OnPacketSent() (section 4.1.2.2).
         if c.inflight == 0 {
             c.first_send_time = now;
@@ -1660,6 +1667,15 @@ mod tests {
         Pto(usize, u64),
     }
 
+    /// How the simulated engine reports the packets acknowledged by one ACK frame.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum AckReport {
+        /// One `on_ack` for the frame, then `on_ack_batch_end(None)` (s2n-quic).
+        PerFrame,
+        /// One `on_ack` per packet, then `on_ack_batch_end(Some(in flight))` (quinn).
+        PerPacket,
+    }
+
     /// The application's sending limit: `rate` bytes per second during `[from, until)`,
     /// unlimited otherwise.
     #[derive(Debug, Clone, Copy)]
@@ -1690,6 +1706,7 @@ mod tests {
         cc: Bbr,
         start: u64,
         loss_report: LossReport,
+        ack_report: AckReport,
         app: Option<AppLimit>,
         app_credit: f64,
         app_mark: u64,
@@ -1718,6 +1735,7 @@ mod tests {
                 cc,
                 start: start.as_nanos() as u64,
                 loss_report,
+                ack_report: AckReport::PerFrame,
                 app: None,
                 app_credit: 0.0,
                 app_mark: 0,
@@ -1952,9 +1970,11 @@ mod tests {
             let flow = &mut self.flows[f];
             let mut bytes = 0;
             let mut newest: Option<(u64, u64)> = None;
+            let mut acked = Vec::new();
             for pn in pns {
                 if let Some((sent, size)) = flow.outstanding.remove(pn) {
                     bytes += size;
+                    acked.push((sent, size));
                     if newest.is_none_or(|(p, _)| *pn > p) {
                         newest = Some((*pn, sent));
                     }
@@ -1980,13 +2000,21 @@ mod tests {
             }
             flow.largest_acked = Some(flow.largest_acked.map_or(largest, |l| l.max(largest)));
             let rtt = flow.rtt_sample();
-            flow.cc.on_ack(&AckEvent {
+            let ack_event = |sent: u64, bytes: u64| AckEvent {
                 now: t,
-                sent_time: self.t0 + Duration::from_nanos(newest_sent),
+                sent_time: self.t0 + Duration::from_nanos(sent),
                 bytes,
                 app_limited: false,
                 rtt,
-            });
+            };
+            match flow.ack_report {
+                AckReport::PerFrame => flow.cc.on_ack(&ack_event(newest_sent, bytes)),
+                AckReport::PerPacket => {
+                    for (sent, size) in acked {
+                        flow.cc.on_ack(&ack_event(sent, size));
+                    }
+                }
+            }
             flow.acked_log.push((now, bytes));
             // RFC 9002 section 6.1: packet and time thresholds.
             let largest_acked = flow.largest_acked.unwrap();
@@ -1999,7 +2027,8 @@ mod tests {
                 .collect();
             self.report_losses(f, &lost, false);
             let flow = &mut self.flows[f];
-            flow.cc.on_ack_batch_end(t, Some(flow.inflight));
+            let engine_count = (flow.ack_report == AckReport::PerPacket).then_some(flow.inflight);
+            flow.cc.on_ack_batch_end(t, engine_count);
             let cc = &flow.cc.core;
             flow.trace.push(TracePoint {
                 at: now,
@@ -2633,25 +2662,83 @@ mod tests {
             rate: 0.0,
         });
         sim.add_flow(flow);
-        sim.run_until(Duration::from_secs(3));
-        // Its last sends are application-limited, then everything is acknowledged.
-        let cc = &mut sim.flows[0].cc;
-        cc.on_packet_sent(sim.t0 + Duration::from_secs(3), 1_200, true);
+        // Everything sent before 3 s is acknowledged by 4 s.
         sim.run_until(Duration::from_secs(4));
         let cc = &mut sim.flows[0].cc;
-        let in_flight = cc.metrics().bytes_in_flight;
-        cc.on_ack(&ack(
-            sim.t0 + Duration::from_millis(4_000),
-            sim.t0 + Duration::from_secs(3),
-            in_flight,
-            ms(40),
-        ));
         assert_eq!(cc.metrics().bytes_in_flight, 0);
         assert!(cc.core.state.is_probe_bw(), "{:?}", cc.core.state);
-        assert_ne!(cc.core.app_limited, 0);
+        assert!(!cc.core.idle_restart);
         let bw = cc.core.bw;
         cc.on_packet_sent(sim.t0 + Duration::from_secs(5), 1_200, false);
         assert!(cc.core.idle_restart);
+        assert_ne!(cc.core.app_limited, 0);
+        assert!(cc.records.back().unwrap().app_limited);
         assert_eq!(cc.pacing_rate(), Some((bw * 0.99) as u64));
+        // Its ACK is an application-limited sample: a low rate does not lower max_bw.
+        let max_bw = cc.core.max_bw;
+        let t = sim.t0 + Duration::from_secs(5);
+        cc.on_ack(&ack(t + ms(41), t, 1_200, ms(41)));
+        assert_eq!(cc.core.max_bw, max_bw);
+        assert!(!cc.core.idle_restart);
+    }
+
+    #[test]
+    fn startup_exits_on_high_loss_in_a_shallow_buffer() {
+        // A buffer of a tenth of a BDP overflows long before the bandwidth plateaus.
+        let path = Path::new(20.0, 40, 0.1, 0.0);
+        let sim = single_flow(path, 3, LossReport::PerBatch);
+        let flow = &sim.flows[0];
+        let drain = flow
+            .trace
+            .iter()
+            .position(|p| p.state != State::Startup)
+            .unwrap();
+        let at_exit = &flow.trace[drain];
+        println!("{:?}", transitions(&flow.trace));
+        assert_eq!(at_exit.state, State::Drain);
+        // Only the high-loss exit sets inflight_longterm in Startup: max(BDP,
+        // inflight_latest), near the path's capacity (BDP + buffer = 110 kB).
+        assert_ne!(at_exit.inflight_longterm, u64::MAX);
+        let bdp = path.rate * path.base_rtt.as_secs_f64();
+        assert!(at_exit.inflight_longterm as f64 >= 0.9 * bdp);
+        assert!((at_exit.inflight_longterm as f64) < 2.0 * bdp);
+        assert_eq!(
+            flow.cc.core.undo_state.is_some(),
+            flow.cc.core.undo_state.is_some()
+        );
+        assert!(flow.lost_packets >= STARTUP_FULL_LOSS_COUNT);
+    }
+
+    #[test]
+    fn engines_reporting_styles_agree() {
+        // quinn style (one on_ack per packet, one loss event per pass, in-flight count at
+        // batch end) against s2n-quic style (one on_ack per frame, one loss event per
+        // packet, no count): both estimate the bandwidth and fill the lossy path.
+        let path = Path::new(50.0, 40, 1.0, 0.01);
+        let mut shares = Vec::new();
+        for (ack_report, loss_report) in [
+            (AckReport::PerPacket, LossReport::PerBatch),
+            (AckReport::PerFrame, LossReport::PerPacket),
+        ] {
+            let t0 = Instant::now();
+            let mut sim = Sim::new(path, t0);
+            let mut flow = Flow::new(Bbr::with_seed(t0, MSS, 1), Duration::ZERO, loss_report);
+            flow.ack_report = ack_report;
+            sim.add_flow(flow);
+            sim.run_until(Duration::from_secs(30));
+            let flow = &sim.flows[0];
+            let error = (flow.cc.core.max_bw - path.rate).abs() / path.rate;
+            let share = flow.goodput(Duration::from_secs(20), Duration::from_secs(30)) / path.rate;
+            println!(
+                "{ack_report:?} ACKs, {loss_report:?} losses: max_bw error {:.1}%, \
+                 delivered {:.1}%",
+                100.0 * error,
+                100.0 * share
+            );
+            assert!(error < 0.1, "{error}");
+            shares.push(share);
+        }
+        assert!(shares.iter().all(|s| *s > 0.75), "{shares:?}");
+        assert!((shares[0] - shares[1]).abs() < 0.1, "{shares:?}");
     }
 }
