@@ -94,6 +94,14 @@
 //! * **Reno-coexistence rounds** (section 5.3.3.8): the draft's pseudo-code compares a
 //!   round count with `TargetInflight()`, a volume; the text (and Linux) mean that volume
 //!   in packets, so it is divided by the max datagram size.
+//! * **The `max_bw` filter** keeps one maximum per ProbeBW cycle, for the current and the
+//!   previous cycle (the draft's `cycle_count` "only needs to be tracked with a single
+//!   bit"), rather than a general windowed max filter; `AdvanceMaxBwFilter()` drops the
+//!   older slot and re-reads `max_bw` at once. `extra_acked` uses Kathleen Nichols'
+//!   windowed max filter over rounds, as section 5.5.9 suggests.
+//! * **The full-pipe estimator** (section 5.3.1.2) does not count a round whose first ACK
+//!   carries no reliable rate sample (interval shorter than `C.min_rtt`, or no record) as
+//!   a round without growth; the draft would compare a zero rate.
 //! * **Randomness** for the probe wait (section 5.3.3.8) comes from a SplitMix64 generator
 //!   seeded per controller ([`Bbr::with_seed`] for reproducible runs).
 //! * **The first RTT sample** re-runs `InitPacingRate()` (section 5.6.2 bases the initial
@@ -2596,30 +2604,40 @@ mod tests {
         sum * sum / (rates.len() as f64 * squares)
     }
 
+    /// Jain's index and total share of two flows on 50 Mbit/s, 40 ms, a one-BDP buffer,
+    /// the second starting `offset` later, over 20..40 s; one entry per seed pair.
+    fn fairness(offset: u64, seeds: std::ops::RangeInclusive<u64>) -> Vec<(f64, f64)> {
+        seeds
+            .map(|seed| {
+                let path = Path {
+                    seed,
+                    ..Path::new(50.0, 40, 1.0, 0.0)
+                };
+                let t0 = Instant::now();
+                let mut sim = Sim::new(path, t0);
+                for (i, start) in [0, offset].into_iter().enumerate() {
+                    let cc = Bbr::with_seed(t0, MSS, 100 * seed + i as u64);
+                    let start = Duration::from_secs(start);
+                    sim.add_flow(Flow::new(cc, start, LossReport::PerBatch));
+                }
+                sim.run_until(Duration::from_secs(40));
+                let (from, until) = (Duration::from_secs(20), Duration::from_secs(40));
+                let rates: Vec<f64> = sim.flows.iter().map(|f| f.goodput(from, until)).collect();
+                (jain(&rates), rates.iter().sum::<f64>() / path.rate)
+            })
+            .collect()
+    }
+
     #[test]
     fn two_flows_share_the_bottleneck_fairly() {
-        let path = Path::new(50.0, 40, 1.0, 0.0);
-        let t0 = Instant::now();
-        let mut sim = Sim::new(path, t0);
-        let factory = BbrFactory::with_seed(11);
-        for start in [Duration::ZERO, Duration::from_secs(2)] {
-            let cc = Bbr::with_seed(t0, MSS, factory.built.fetch_add(1, Ordering::Relaxed) + 11);
-            sim.add_flow(Flow::new(cc, start, LossReport::PerBatch));
-        }
-        sim.run_until(Duration::from_secs(40));
-        let (from, until) = (Duration::from_secs(20), Duration::from_secs(40));
-        let rates: Vec<f64> = sim.flows.iter().map(|f| f.goodput(from, until)).collect();
-        let index = jain(&rates);
-        let total: f64 = rates.iter().sum();
-        println!(
-            "two flows, 50 Mbit/s, 40 ms: {:.2} and {:.2} Mbit/s (total {:.1}% of the link), \
-             Jain's index {index:.4}",
-            rates[0] * 8e-6,
-            rates[1] * 8e-6,
-            100.0 * total / path.rate
-        );
-        assert!(index >= 0.9, "Jain's index {index}");
-        assert!(total > 0.85 * path.rate, "{total}");
+        // The second flow starts 2 s after the first; six seed pairs.
+        let runs = fairness(2, 1..=6);
+        let mean = runs.iter().map(|r| r.0).sum::<f64>() / runs.len() as f64;
+        let min = runs.iter().map(|r| r.0).fold(f64::INFINITY, f64::min);
+        println!("two flows, 50 Mbit/s, 40 ms, 2 s apart: (Jain, total share) {runs:.4?}");
+        println!("Jain's index mean {mean:.4}, min {min:.4}");
+        assert!(mean >= 0.9, "mean Jain's index {mean}");
+        assert!(runs.iter().all(|r| r.1 > 0.9), "{runs:?}");
     }
 
     #[test]
@@ -2806,5 +2824,18 @@ mod tests {
         assert_eq!(min_rtt_at[995], Some(ms(40)));
         assert_eq!(min_rtt_at[1_010], Some(ms(80)));
         assert_eq!(min_rtt_at[1_299], Some(ms(80)));
+    }
+
+    /// Jain's index of two flows for start offsets of 0, 2 and 5 s (prints only:
+    /// `cargo test -p stoq-core fairness_sweep -- --ignored --nocapture`).
+    #[test]
+    #[ignore = "a sweep that prints figures"]
+    fn fairness_sweep() {
+        for offset in [0, 2, 5] {
+            let runs = fairness(offset, 1..=6);
+            let mean = runs.iter().map(|r| r.0).sum::<f64>() / runs.len() as f64;
+            let min = runs.iter().map(|r| r.0).fold(f64::INFINITY, f64::min);
+            println!("second flow after {offset} s: Jain's index mean {mean:.4}, min {min:.4}");
+        }
     }
 }
