@@ -1716,6 +1716,8 @@ mod tests {
         start: u64,
         loss_report: LossReport,
         ack_report: AckReport,
+        /// Packets per `on_packet_sent` (a GSO batch), at most.
+        gso: u64,
         app: Option<AppLimit>,
         app_credit: f64,
         app_mark: u64,
@@ -1745,6 +1747,7 @@ mod tests {
                 start: start.as_nanos() as u64,
                 loss_report,
                 ack_report: AckReport::PerFrame,
+                gso: 1,
                 app: None,
                 app_credit: 0.0,
                 app_mark: 0,
@@ -1921,32 +1924,44 @@ mod tests {
                 if app_limited || flow.app.is_some_and(|a| now >= a.from && now < a.until) {
                     flow.app_credit -= MSS_BYTES as f64;
                 }
-                // Send one packet.
-                let pn = flow.next_pn;
-                flow.next_pn += 1;
+                // Send one packet, or a GSO batch of packets that the window allows (the
+                // application limit applies to single packets only).
+                let room = (flow.cc.window() - flow.inflight) / MSS_BYTES;
+                let batch = if flow.app.is_some() {
+                    1
+                } else {
+                    room.min(flow.gso)
+                };
+                let bytes = batch * MSS_BYTES;
+                let first_pn = flow.next_pn;
+                flow.next_pn += batch;
                 let t = self.t0 + Duration::from_nanos(now);
-                flow.cc.on_packet_sent(t, MSS_BYTES, app_limited);
-                flow.outstanding.insert(pn, (now, MSS_BYTES));
-                flow.inflight += MSS_BYTES;
+                flow.cc.on_packet_sent(t, bytes, app_limited);
+                for pn in first_pn..first_pn + batch {
+                    flow.outstanding.insert(pn, (now, MSS_BYTES));
+                }
+                flow.inflight += bytes;
                 let rate = flow.cc.pacing_rate().unwrap() as f64;
-                flow.next_send = flow.next_send.max(now) + (MSS_BYTES as f64 / rate * 1e9) as u64;
+                flow.next_send = flow.next_send.max(now) + (bytes as f64 / rate * 1e9) as u64;
                 self.arm_pto(f);
                 // The bottleneck.
-                let arrival = now + self.half_rtt();
-                let backlog_ns = self.link_free_at.saturating_sub(arrival);
-                let backlog = backlog_ns as f64 * self.path.rate / 1e9;
-                if backlog + MSS_BYTES as f64 > self.path.buffer as f64 {
-                    self.overflow_drops += 1;
-                    continue;
+                for pn in first_pn..first_pn + batch {
+                    let arrival = now + self.half_rtt();
+                    let backlog_ns = self.link_free_at.saturating_sub(arrival);
+                    let backlog = backlog_ns as f64 * self.path.rate / 1e9;
+                    if backlog + MSS_BYTES as f64 > self.path.buffer as f64 {
+                        self.overflow_drops += 1;
+                        continue;
+                    }
+                    let start = arrival.max(self.link_free_at);
+                    let depart = start + self.path.tx_ns(MSS_BYTES);
+                    self.link_free_at = depart;
+                    self.queue_delays.push((arrival, start - arrival));
+                    if self.path.loss > 0.0 && self.rng.next_f64() < self.path.loss {
+                        continue;
+                    }
+                    self.schedule(depart, Ev::Recv(f, pn));
                 }
-                let start = arrival.max(self.link_free_at);
-                let depart = start + self.path.tx_ns(MSS_BYTES);
-                self.link_free_at = depart;
-                self.queue_delays.push((arrival, start - arrival));
-                if self.path.loss > 0.0 && self.rng.next_f64() < self.path.loss {
-                    continue;
-                }
-                self.schedule(depart, Ev::Recv(f, pn));
             }
         }
 
@@ -2837,5 +2852,93 @@ mod tests {
             let min = runs.iter().map(|r| r.0).fold(f64::INFINITY, f64::min);
             println!("second flow after {offset} s: Jain's index mean {mean:.4}, min {min:.4}");
         }
+    }
+
+    #[test]
+    fn gso_batches_are_one_aggregate() {
+        // quinn reports one on_packet_sent per GSO batch: up to 10 datagrams here, sent at
+        // one instant. The estimate and the link use are unaffected.
+        let path = Path::new(50.0, 40, 1.0, 0.0);
+        let t0 = Instant::now();
+        let mut sim = Sim::new(path, t0);
+        let mut flow = Flow::new(
+            Bbr::with_seed(t0, MSS, 1),
+            Duration::ZERO,
+            LossReport::PerBatch,
+        );
+        flow.gso = 10;
+        sim.add_flow(flow);
+        sim.run_until(Duration::from_secs(20));
+        let flow = &sim.flows[0];
+        let error = (flow.cc.core.max_bw - path.rate).abs() / path.rate;
+        let share = flow.goodput(Duration::from_secs(5), Duration::from_secs(20)) / path.rate;
+        let (mean, max) = sim.queue_delay(Duration::from_secs(5), Duration::from_secs(20));
+        println!(
+            "GSO 10: max_bw error {:.2}%, delivered {:.1}%, queue delay mean {mean:?} \
+             max {max:?}",
+            100.0 * error,
+            100.0 * share
+        );
+        assert!(error < 0.1, "{error}");
+        assert!(share > 0.9, "{share}");
+        assert!(max < path.base_rtt, "{max:?}");
+        // Fewer records than datagrams: sends of one instant share one.
+        assert!(flow.cc.records.len() as u64 * MSS_BYTES < flow.cc.core.inflight * 2);
+    }
+
+    #[test]
+    fn ecn_ce_lowers_the_short_term_bounds_but_not_inflight_longterm() {
+        let path = Path::new(20.0, 40, 2.0, 0.0);
+        let t0 = Instant::now();
+        let mut sim = Sim::new(path, t0);
+        sim.add_flow(Flow::new(
+            Bbr::with_seed(t0, MSS, 1),
+            Duration::ZERO,
+            LossReport::PerBatch,
+        ));
+        run_until_state(&mut sim, Duration::from_secs(10), |c| {
+            c.state == State::ProbeBwCruise && c.round_count > 20
+        });
+        let now = sim.instant(sim.now);
+        let cc = &mut sim.flows[0].cc;
+        assert!(cc.core.bw_shortterm.is_infinite());
+        let longterm = cc.core.inflight_longterm;
+        let sent = cc.records.back().unwrap().send_time;
+        cc.on_congestion_event(&CongestionEvent {
+            ecn: true,
+            ..loss(now, sent, 0)
+        });
+        assert!(cc.core.is_loss_in_round);
+        assert!(cc.core.in_recovery);
+        assert_eq!(cc.core.lost, 0);
+        // At the end of the round the short-term model takes the latest delivery signals.
+        let t = sim.now + 100_000_000;
+        sim.run_until(Duration::from_nanos(t));
+        let c = &sim.flows[0].cc.core;
+        assert_eq!(c.state, State::ProbeBwCruise);
+        assert!(c.bw_shortterm.is_finite());
+        assert!(c.bw_shortterm <= c.max_bw);
+        assert!(c.inflight_shortterm < u64::MAX);
+        assert_eq!(c.inflight_longterm, longterm);
+    }
+
+    #[test]
+    fn acks_without_send_records_still_grow_the_window() {
+        // An engine that never reports some sends: no rate sample, but no panic. Without a
+        // bandwidth estimate max_inflight is only its floor, so Startup grows the window
+        // by the acknowledged bytes while less than the initial window has been
+        // delivered (section 5.6.4.6): nine of the ten ACKs.
+        let t0 = Instant::now();
+        let mut cc = Bbr::with_seed(t0, MSS, 1);
+        for i in 0..10u64 {
+            let sent = t0 + ms(i);
+            cc.on_ack(&ack(sent + ms(40), sent, 1_200, ms(40)));
+        }
+        assert_eq!(cc.window(), 12_000 + 9 * 1_200);
+        assert_eq!(cc.core.max_bw, 0.0);
+        assert_eq!(cc.core.round_count, 0);
+        cc.on_congestion_event(&loss(t0 + ms(60), t0 + ms(5), 1_200));
+        assert!(cc.core.is_loss_in_round);
+        assert!(cc.window() >= 4 * MSS_BYTES);
     }
 }
