@@ -1725,6 +1725,9 @@ mod tests {
         ack_report: AckReport,
         /// Packets per `on_packet_sent` (a GSO batch), at most.
         gso: u64,
+        /// Whether the engine ignores `pacing_rate()` and paces at 1.25 * window / srtt,
+        /// as quinn-proto's pacer does.
+        window_pacing: bool,
         app: Option<AppLimit>,
         app_credit: f64,
         app_mark: u64,
@@ -1755,6 +1758,7 @@ mod tests {
                 loss_report,
                 ack_report: AckReport::PerFrame,
                 gso: 1,
+                window_pacing: false,
                 app: None,
                 app_credit: 0.0,
                 app_mark: 0,
@@ -1948,7 +1952,11 @@ mod tests {
                     flow.outstanding.insert(pn, (now, MSS_BYTES));
                 }
                 flow.inflight += bytes;
-                let rate = flow.cc.pacing_rate().unwrap() as f64;
+                let rate = match (flow.window_pacing, flow.srtt) {
+                    (true, Some(srtt)) => 1.25 * flow.cc.window() as f64 / (srtt as f64 / 1e9),
+                    (true, None) => f64::INFINITY,
+                    (false, _) => flow.cc.pacing_rate().unwrap() as f64,
+                };
                 flow.next_send = flow.next_send.max(now) + (bytes as f64 / rate * 1e9) as u64;
                 self.arm_pto(f);
                 // The bottleneck.
@@ -2364,7 +2372,11 @@ mod tests {
     /// `bw_latest` (what was delivered at the pacing rate) is about 2% below the rate
     /// paced at (1% margin, 1% loss), so `bw` slides from the link rate to about two
     /// thirds of it over each 2 to 3 s cruise, until REFILL or ProbeRTT resets the
-    /// short-term model (section 5.3.3.8.3 of the draft models exactly this decay).
+    /// short-term model (section 5.3.3.8.3 of the draft models exactly this decay). It
+    /// bites because BBR's own pacing leaves the link unsaturated in CRUISE, so
+    /// `bw_latest` measures the paced rate: under an engine that paces from the window
+    /// instead (quinn-proto, see `window_pacing_comparison`), the same path delivers 96%,
+    /// with a standing queue of about 29 ms instead of 0.2 ms.
     #[test]
     #[ignore = "target not met by the draft's algorithm on this model: 78.9% mean, see docs"]
     fn lossy_path_delivers_eighty_percent() {
@@ -3050,5 +3062,42 @@ mod tests {
         assert_ne!(cc.core.state, State::ProbeRtt);
         assert_eq!(cc.core.probe_rtt_min_stamp, t + ms(41));
         assert!(!cc.core.idle_restart);
+    }
+
+    /// What BBR looks like under an engine that ignores `pacing_rate()` and paces from the
+    /// window (quinn-proto: 1.25 * window / srtt), against the controller's own pacing
+    /// (prints only: `cargo test -p stoq-core window_pacing -- --ignored --nocapture`).
+    #[test]
+    #[ignore = "a comparison that prints figures"]
+    fn window_pacing_comparison() {
+        for loss in [0.0, 0.01] {
+            for window_pacing in [false, true] {
+                let path = Path::new(50.0, 40, 1.0, loss);
+                let t0 = Instant::now();
+                let mut sim = Sim::new(path, t0);
+                let mut flow = Flow::new(
+                    Bbr::with_seed(t0, MSS, 1),
+                    Duration::ZERO,
+                    LossReport::PerBatch,
+                );
+                flow.window_pacing = window_pacing;
+                sim.add_flow(flow);
+                sim.run_until(Duration::from_secs(30));
+                let (from, until) = (Duration::from_secs(10), Duration::from_secs(30));
+                let share = sim.flows[0].goodput(from, until) / path.rate;
+                let (mean, max) = sim.queue_delay(from, until);
+                println!(
+                    "loss {loss}, {}: delivered {:.1}%, queue delay mean {mean:.1?} max \
+                     {max:.1?}, {} overflow drops",
+                    if window_pacing {
+                        "window pacing"
+                    } else {
+                        "BBR pacing"
+                    },
+                    100.0 * share,
+                    sim.overflow_drops
+                );
+            }
+        }
     }
 }
