@@ -102,6 +102,11 @@
 //! * **The full-pipe estimator** (section 5.3.1.2) does not count a round whose first ACK
 //!   carries no reliable rate sample (interval shorter than `C.min_rtt`, or no record) as
 //!   a round without growth; the draft would compare a zero rate.
+//! * **Where the draft disagrees with itself** the normative pseudo-code is followed:
+//!   Appendix A.6 expects `inflight_longterm` to be cut on high loss in ProbeBW_UP
+//!   "regardless of the application-limited state", but `HandleInflightTooHigh()`
+//!   (section 5.5.10.2) only cuts it for samples that are not application-limited (the
+//!   probe still ends).
 //! * **Randomness** for the probe wait (section 5.3.3.8) comes from a SplitMix64 generator
 //!   seeded per controller ([`Bbr::with_seed`] for reproducible runs).
 //! * **The first RTT sample** re-runs `InitPacingRate()` (section 5.6.2 bases the initial
