@@ -54,9 +54,10 @@
 //! * **Losses per batch.** `HandleLostPacket(P)` runs once per congestion event, with `P`
 //!   the record of the event's newest lost packet and `RS.lost` counting all bytes lost
 //!   since `P` was sent. Consecutive congestion events with the same `now` (an engine
-//!   reporting one detection pass packet by packet) are merged: the controller restores
-//!   its state from before the first of them and applies the merged event, so per-packet
-//!   and per-batch reporting give exactly the same reaction.
+//!   reporting one detection pass packet by packet, as s2n-quic does) are merged: the
+//!   controller restores its state from before the first of them and applies the merged
+//!   event, so per-packet and per-batch reporting give exactly the same reaction. A
+//!   discard in the middle of a pass (s2n-quic's lost MTU probes) does not end it.
 //! * **Startup high-loss exit** (section 5.3.1.3) needs "at least 6 discontiguous lost
 //!   sequence ranges" in the round; without packet numbers the controller counts lost
 //!   datagrams (lost bytes / max datagram size, rounded up) instead, and requires the
@@ -1568,7 +1569,12 @@ impl CongestionController for Bbr {
     }
 
     fn on_packet_discarded(&mut self, bytes: u64) {
-        self.end_loss_batch();
+        // s2n-quic discards lost MTU probes in the middle of a loss-detection pass: this
+        // does not end the pass, and the state it would be replayed from loses the bytes
+        // too.
+        if let Some(batch) = &mut self.loss_batch {
+            batch.before.inflight = batch.before.inflight.saturating_sub(bytes);
+        }
         self.core.inflight = self.core.inflight.saturating_sub(bytes);
     }
 
@@ -2632,6 +2638,15 @@ mod tests {
         one.on_congestion_event(&loss(now, t0 + ms(4), 3_600));
         assert_eq!(format!("{:?}", one.core), format!("{:?}", three.core));
         assert_eq!(one.core.lost, 3_600);
+        // A discarded packet (a lost MTU probe) in the middle of the pass does not split it.
+        let mut split = one.clone();
+        let mut whole = one.clone();
+        split.on_congestion_event(&loss(now + ms(1), t0 + ms(5), 1_200));
+        split.on_packet_discarded(1_200);
+        split.on_congestion_event(&loss(now + ms(1), t0 + ms(6), 1_200));
+        whole.on_packet_discarded(1_200);
+        whole.on_congestion_event(&loss(now + ms(1), t0 + ms(6), 2_400));
+        assert_eq!(format!("{:?}", split.core), format!("{:?}", whole.core));
         // Events of another pass are not merged.
         three.on_congestion_event(&loss(now + ms(1), t0 + ms(5), 1_200));
         assert_eq!(three.core.lost, 4_800);
