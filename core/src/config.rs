@@ -132,7 +132,8 @@ pub enum CongestionAlgorithm {
     /// CUBIC (RFC 9438), the default.
     #[default]
     Cubic,
-    /// BBR (the engine's own version; STOQ's BBRv3 arrives with its own implementation).
+    /// BBR: the engine's own version with `implementation = "engine"`, STOQ's BBRv3
+    /// ([`crate::congestion::Bbr`], draft-ietf-ccwg-bbr-06) with `implementation = "stoq"`.
     Bbr,
 }
 
@@ -376,6 +377,26 @@ mod tests {
         assert_eq!(cfg.congestion.algorithm, CongestionAlgorithm::NewReno);
         assert!(cfg.congestion.stoq_factory().unwrap().is_some());
         assert_eq!(cfg.gso, TransportConfig::default().gso);
+    }
+
+    #[test]
+    fn stoq_bbr_is_stoq_s_own_bbrv3() {
+        let cfg = TransportConfig::from_toml_str(
+            r#"
+            [congestion]
+            algorithm = "bbr"
+            implementation = "stoq"
+            "#,
+        )
+        .unwrap();
+        let factory = cfg.congestion.stoq_factory().unwrap().unwrap();
+        assert_eq!(factory.name(), "bbr");
+        // The engine's own BBR needs no STOQ factory.
+        let engine = CongestionConfig {
+            algorithm: CongestionAlgorithm::Bbr,
+            ..CongestionConfig::default()
+        };
+        assert!(engine.stoq_factory().unwrap().is_none());
     }
 
     #[test]

@@ -24,7 +24,8 @@
 //!   the engine does (quinn), or the adapter does where the engine leaves pacing to the
 //!   controller (s2n-quic's `earliest_departure_time`).
 //!
-//! Built-ins: [`NewReno`] (RFC 9002 section 7) and [`Cubic`] (RFC 9438).
+//! Built-ins: [`NewReno`] (RFC 9002 section 7), [`Cubic`] (RFC 9438) and [`Bbr`] (BBRv3,
+//! draft-ietf-ccwg-bbr-06).
 
 use std::fmt;
 use std::sync::Arc;
@@ -32,9 +33,11 @@ use std::time::{Duration, Instant};
 
 use crate::{CongestionAlgorithm, Error};
 
+mod bbr;
 mod cubic;
 mod new_reno;
 
+pub use bbr::{Bbr, BbrFactory};
 pub use cubic::{Cubic, CubicFactory};
 pub use new_reno::{NewReno, NewRenoFactory};
 
@@ -197,10 +200,7 @@ pub fn builtin_factory(
     match algorithm {
         CongestionAlgorithm::NewReno => Ok(Arc::new(NewRenoFactory::default())),
         CongestionAlgorithm::Cubic => Ok(Arc::new(CubicFactory::default())),
-        CongestionAlgorithm::Bbr => Err(Error::config(
-            "congestion.implementation",
-            "STOQ has no BBR implementation of its own yet; use implementation = \"engine\"",
-        )),
+        CongestionAlgorithm::Bbr => Ok(Arc::new(BbrFactory::default())),
     }
 }
 
