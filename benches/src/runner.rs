@@ -84,6 +84,68 @@ pub struct MatrixOptions {
     /// Pin the paired runs' client (this process) and servers to disjoint CPUs
     /// ([`crate::affinity`]), taking scheduler placement out of the comparison.
     pub pin_paired: bool,
+    /// A run fails once this process's resident memory exceeds this many bytes (the
+    /// client side of every driver runs here): a runaway engine fails its own cell and its
+    /// driver is restarted, instead of the kernel killing the whole matrix. `None`: no
+    /// limit.
+    pub memory_limit: Option<u64>,
+}
+
+/// The default [`MatrixOptions::memory_limit`]: 4 GiB, well above any run's needs (the
+/// largest client measured stays under 200 MB) and far below this machine's 24 GiB.
+pub const DEFAULT_MEMORY_LIMIT: u64 = 4 << 30;
+
+/// This process's resident set size in bytes (`VmRSS` in `/proc/self/status`), `None`
+/// where that file does not exist.
+pub fn resident_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .strip_suffix("kB")?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
+}
+
+/// One run of `workload`, failed when it takes longer than `options.run_timeout` or this
+/// process outgrows `options.memory_limit` (see [`MatrixOptions::memory_limit`]).
+async fn guarded_run(
+    options: &MatrixOptions,
+    ctx: &Ctx,
+    workload: &Workload,
+) -> Result<RunData, String> {
+    tokio::select! {
+        outcome = tokio::time::timeout(options.run_timeout, client::run(ctx, workload)) => {
+            outcome.map_err(|_| format!("timed out after {} s", options.run_timeout.as_secs()))?
+        }
+        rss = memory_exceeded(options.memory_limit) => Err(format!(
+            "the client's resident memory reached {:.1} GiB (limit {:.1} GiB); the driver \
+             is restarted, which frees what its engine held",
+            rss as f64 / f64::from(1u32 << 30),
+            options.memory_limit.unwrap_or(0) as f64 / f64::from(1u32 << 30),
+        )),
+    }
+}
+
+/// Resolves (with the resident size seen) once this process's resident memory exceeds
+/// `limit`; never resolves when `limit` is `None` or the size cannot be read. Checks every
+/// 100 ms: at the fastest growth seen (about 100 MB/s) that overshoots by about 10 MB.
+async fn memory_exceeded(limit: Option<u64>) -> u64 {
+    let Some(limit) = limit else {
+        return std::future::pending().await;
+    };
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tick.tick().await;
+        match resident_bytes() {
+            Some(rss) if rss > limit => return rss,
+            Some(_) => {}
+            None => return std::future::pending().await,
+        }
+    }
 }
 
 impl MatrixOptions {
@@ -102,6 +164,7 @@ impl MatrixOptions {
             paired_rounds: crate::paired::DEFAULT_ROUNDS,
             paired_scenarios: crate::paired::default_scenarios(),
             pin_paired: true,
+            memory_limit: Some(DEFAULT_MEMORY_LIMIT),
         }
     }
 
@@ -302,28 +365,15 @@ pub async fn run_matrix(
                     multiplexed: driver.multiplexed(),
                     seed: run_seed(&name, &scenario.name, run),
                 };
-                let outcome = tokio::time::timeout(
-                    options.run_timeout,
-                    client::run(&ctx, &scenario.workload),
-                )
-                .await;
-                match outcome {
-                    Ok(Ok(data)) => {
+                if let Err(e) = guarded_run(options, &ctx, &scenario.workload)
+                    .await
+                    .map(|data| {
                         record(&mut values, &data);
                         cell.server_reports.push(data.server);
-                    }
-                    Ok(Err(e)) => {
-                        cell.status = CellStatus::Failed;
-                        cell.reason = Some(format!("run {}: {e}", run + 1));
-                    }
-                    Err(_) => {
-                        cell.status = CellStatus::Failed;
-                        cell.reason = Some(format!(
-                            "run {} timed out after {} s",
-                            run + 1,
-                            options.run_timeout.as_secs()
-                        ));
-                    }
+                    })
+                {
+                    cell.status = CellStatus::Failed;
+                    cell.reason = Some(format!("run {}: {e}", run + 1));
                 }
                 completed += 1;
                 done += 1;
@@ -596,15 +646,8 @@ async fn paired_run(
         multiplexed: driver.multiplexed(),
         seed: run_seed(&driver.name(), &scenario.name, 1000 + round),
     };
-    let data = tokio::time::timeout(options.run_timeout, client::run(&ctx, &scenario.workload))
+    let data = guarded_run(options, &ctx, &scenario.workload)
         .await
-        .map_err(|_| {
-            format!(
-                "{}: run timed out after {} s",
-                driver.name(),
-                options.run_timeout.as_secs()
-            )
-        })?
         .map_err(|e| format!("{}: {e}", driver.name()))?;
     data.values
         .iter()
@@ -671,9 +714,8 @@ impl Live {
                     bytes_per_stream: 16 << 20,
                     concurrency: 1,
                 });
-                tokio::time::timeout(options.run_timeout, client::run(&ctx, &warm))
+                guarded_run(options, &ctx, &warm)
                     .await
-                    .map_err(|_| BenchError::Protocol("warm-up timed out".into()))?
                     .map_err(|e| BenchError::Protocol(format!("warm-up failed: {e}")))?;
             }
             Ok::<_, BenchError>((dialer, control))
@@ -813,6 +855,41 @@ mod tests {
         assert_ne!(a, run_seed("tcp", "bulk", 1));
         assert_ne!(a, run_seed("tls-tcp", "bulk", 0));
         assert_eq!(a, run_seed("tcp", "bulk", 0));
+    }
+
+    #[test]
+    fn resident_memory_is_read_and_grows_with_an_allocation() {
+        let before = resident_bytes().expect("Linux has /proc/self/status");
+        assert!(before > 0);
+        let big = vec![1u8; 64 << 20];
+        let after = resident_bytes().unwrap();
+        assert!(
+            after >= before + (32 << 20),
+            "{before} -> {after} after touching 64 MiB"
+        );
+        drop(big);
+    }
+
+    #[tokio::test]
+    async fn the_memory_guard_trips_above_its_limit_only() {
+        let rss = resident_bytes().unwrap();
+        // Below the current size: trips at the first check.
+        let seen = tokio::time::timeout(Duration::from_secs(5), memory_exceeded(Some(rss / 2)))
+            .await
+            .expect("trips");
+        assert!(seen > rss / 2);
+        // Far above: does not trip.
+        assert!(tokio::time::timeout(
+            Duration::from_millis(300),
+            memory_exceeded(Some(rss * 1000))
+        )
+        .await
+        .is_err());
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), memory_exceeded(None))
+                .await
+                .is_err()
+        );
     }
 
     #[test]

@@ -82,7 +82,7 @@ pub static CONTRACTS: &[Contract] = &[
     contract!(robustness::invalid_config_rejected, 30,
         "invalid configuration is refused at bind time with a typed error naming the field"),
     contract!(robustness::stoq_congestion_controllers, 120,
-        "STOQ's NewReno and CUBIC run inside the engine and move data"),
+        "STOQ's NewReno, CUBIC and BBRv3 run inside the engine and move data"),
     contract!(robustness::custom_congestion_controller, 60,
         "a user-supplied congestion controller drives the engine, or bind says Unsupported"),
 ];

@@ -216,7 +216,11 @@ fn expect_unsupported_bind(h: &Harness, cfg: TransportConfig, cap: Capability) -
 }
 
 pub async fn stoq_congestion_controllers(h: Harness) -> ContractResult {
-    for algorithm in [CongestionAlgorithm::NewReno, CongestionAlgorithm::Cubic] {
+    for algorithm in [
+        CongestionAlgorithm::NewReno,
+        CongestionAlgorithm::Cubic,
+        CongestionAlgorithm::Bbr,
+    ] {
         let mut cfg = h.config.clone();
         cfg.congestion = CongestionConfig {
             algorithm,
