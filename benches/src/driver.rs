@@ -263,6 +263,20 @@ impl Driver {
             Workload::ConnectColdVsPooled(_) if tcp => Applicability::Runs {
                 note: Some("TCP: pooled = round trip on the live connection".into()),
             },
+            // Known defect, kept visible rather than run: tokio-quiche 0.20's client keeps
+            // every connection's packet router (and socket) after the connection closed
+            // (5,842 sockets open after one cell), and in 5 of 6 runs of
+            // connect_cold_vs_pooled,handshakes,rpc_1k_100 a client IO worker then looped
+            // on failing writes, its memory growing by about 100 MB/s, without yielding
+            // (it survives its runtime's shutdown and slows every later cell).
+            Workload::Handshakes(_) if matches!(self, Driver::QuicheDirect) => {
+                Applicability::NotApplicable(
+                    "not run: tokio-quiche 0.20's client keeps each closed connection's \
+                     socket and task, and in 5 of 6 runs a client task then looped on failing \
+                     writes, growing ~100 MB/s, and slowed every later cell"
+                        .into(),
+                )
+            }
             _ => Applicability::Runs { note: None },
         }
     }

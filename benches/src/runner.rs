@@ -84,15 +84,18 @@ pub struct MatrixOptions {
     /// Pin the paired runs' client (this process) and servers to disjoint CPUs
     /// ([`crate::affinity`]), taking scheduler placement out of the comparison.
     pub pin_paired: bool,
-    /// A run fails once this process's resident memory exceeds this many bytes (the
-    /// client side of every driver runs here): a runaway engine fails its own cell and its
-    /// driver is restarted, instead of the kernel killing the whole matrix. `None`: no
+    /// A run fails once this process's resident memory has grown by more than this many
+    /// bytes since the run started (the client side of every driver runs here): a runaway
+    /// engine fails its own cell and its driver is restarted, instead of the kernel killing
+    /// the whole matrix. Growth, not size: memory a runaway held may stay resident after it
+    /// is freed (the allocator keeps it), and must not fail the runs after it. `None`: no
     /// limit.
     pub memory_limit: Option<u64>,
 }
 
-/// The default [`MatrixOptions::memory_limit`]: 4 GiB, well above any run's needs (the
-/// largest client measured stays under 200 MB) and far below this machine's 24 GiB.
+/// The default [`MatrixOptions::memory_limit`]: 4 GiB of growth in one run, well above any
+/// run's needs (the largest client measured stays under 200 MB) and far below this
+/// machine's 24 GiB.
 pub const DEFAULT_MEMORY_LIMIT: u64 = 4 << 30;
 
 /// This process's resident set size in bytes (`VmRSS` in `/proc/self/status`), `None`
@@ -121,27 +124,28 @@ async fn guarded_run(
         outcome = tokio::time::timeout(options.run_timeout, client::run(ctx, workload)) => {
             outcome.map_err(|_| format!("timed out after {} s", options.run_timeout.as_secs()))?
         }
-        rss = memory_exceeded(options.memory_limit) => Err(format!(
-            "the client's resident memory reached {:.1} GiB (limit {:.1} GiB); the driver \
-             is restarted, which frees what its engine held",
-            rss as f64 / f64::from(1u32 << 30),
+        grown = memory_exceeded(options.memory_limit) => Err(format!(
+            "the client's resident memory grew by {:.1} GiB during the run (limit {:.1} GiB); \
+             the driver is restarted, which drops its engine's tasks",
+            grown as f64 / f64::from(1u32 << 30),
             options.memory_limit.unwrap_or(0) as f64 / f64::from(1u32 << 30),
         )),
     }
 }
 
-/// Resolves (with the resident size seen) once this process's resident memory exceeds
-/// `limit`; never resolves when `limit` is `None` or the size cannot be read. Checks every
-/// 100 ms: at the fastest growth seen (about 100 MB/s) that overshoots by about 10 MB.
+/// Resolves (with the growth seen) once this process's resident memory has grown by more
+/// than `limit` since the call; never resolves when `limit` is `None` or the size cannot
+/// be read. Checks every 100 ms: at the fastest growth seen (about 100 MB/s) that
+/// overshoots by about 10 MB.
 async fn memory_exceeded(limit: Option<u64>) -> u64 {
-    let Some(limit) = limit else {
+    let (Some(limit), Some(base)) = (limit, resident_bytes()) else {
         return std::future::pending().await;
     };
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     loop {
         tick.tick().await;
         match resident_bytes() {
-            Some(rss) if rss > limit => return rss,
+            Some(rss) if rss.saturating_sub(base) > limit => return rss - base,
             Some(_) => {}
             None => return std::future::pending().await,
         }
@@ -871,20 +875,24 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_memory_guard_trips_above_its_limit_only() {
-        let rss = resident_bytes().unwrap();
-        // Below the current size: trips at the first check.
-        let seen = tokio::time::timeout(Duration::from_secs(5), memory_exceeded(Some(rss / 2)))
+    async fn the_memory_guard_trips_on_growth_above_its_limit_only() {
+        // 16 MiB of growth allowed: 64 MiB touched during the watch trips it.
+        let guard = tokio::spawn(memory_exceeded(Some(16 << 20)));
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let big = vec![1u8; 64 << 20];
+        let grown = tokio::time::timeout(Duration::from_secs(5), guard)
             .await
-            .expect("trips");
-        assert!(seen > rss / 2);
-        // Far above: does not trip.
+            .expect("trips")
+            .unwrap();
+        assert!(grown > 16 << 20, "{grown}");
+        // The same size already resident when the watch starts: no growth, no trip.
         assert!(tokio::time::timeout(
             Duration::from_millis(300),
-            memory_exceeded(Some(rss * 1000))
+            memory_exceeded(Some(16 << 20))
         )
         .await
         .is_err());
+        drop(big);
         assert!(
             tokio::time::timeout(Duration::from_millis(300), memory_exceeded(None))
                 .await
