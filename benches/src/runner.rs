@@ -886,12 +886,11 @@ mod tests {
             .unwrap();
         assert!(grown > 16 << 20, "{grown}");
         // The same size already resident when the watch starts: no growth, no trip.
-        assert!(tokio::time::timeout(
-            Duration::from_millis(300),
-            memory_exceeded(Some(16 << 20))
-        )
-        .await
-        .is_err());
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), memory_exceeded(Some(16 << 20)))
+                .await
+                .is_err()
+        );
         drop(big);
         assert!(
             tokio::time::timeout(Duration::from_millis(300), memory_exceeded(None))

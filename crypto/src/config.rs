@@ -49,8 +49,13 @@ pub fn provider() -> Arc<CryptoProvider> {
 
 /// Builds a rustls server configuration from `material`.
 ///
-/// * TLS 1.3 only, with [`provider()`]. The server chooses the cipher suite by its own
-///   order (`ignore_client_order`), so AES-128-GCM wins whenever the client offers it.
+/// * TLS 1.3 only, with [`crate::falcon::falcon_provider()`]: [`provider()`]'s key
+///   exchange and ciphers, and FALCON as well as every classical signature scheme. The
+///   server chooses the cipher suite by its own order (`ignore_client_order`), so
+///   AES-128-GCM wins whenever the client offers it.
+/// * A FALCON identity ([`crate::falcon::is_falcon_key`]) is presented as
+///   [`crate::falcon::falcon_server_config`] does: the leaf alone, so the first flight fits
+///   QUIC's anti-amplification budget. A classical identity sends its whole chain.
 /// * `material.identity` is required ([`CryptoError::NoIdentity`] otherwise); its key must
 ///   match the leaf certificate ([`CryptoError::KeyMismatch`] otherwise).
 /// * ALPN protocols are `alpn`, in that order of preference.
@@ -59,7 +64,11 @@ pub fn provider() -> Arc<CryptoProvider> {
 ///   client certificate is requested.
 /// * 0-RTT stays disabled (`max_early_data_size` is 0).
 pub fn server_config(material: &TlsMaterial, alpn: &[String]) -> Result<ServerConfig, CryptoError> {
-    server_config_with(provider(), material, alpn)
+    let identity = material.identity.as_ref().ok_or(CryptoError::NoIdentity)?;
+    if crate::falcon::is_falcon_key(&identity.key) {
+        return crate::falcon::falcon_server_config(material, alpn);
+    }
+    server_config_with(crate::falcon::falcon_provider(), material, alpn)
 }
 
 /// [`server_config`] with another crypto provider (the FALCON one, see
@@ -101,7 +110,9 @@ pub(crate) fn server_config_with(
 
 /// Builds a rustls client configuration from `material`.
 ///
-/// * TLS 1.3 only, with [`provider()`].
+/// * TLS 1.3 only, with [`crate::falcon::falcon_provider()`]: it offers the FALCON
+///   signature schemes after the classical ones, so servers with FALCON or classical
+///   certificates are verified alike ([`classical_client_config`] offers no FALCON).
 /// * The server's certificate must chain to one of `material.roots`
 ///   ([`CryptoError::NoRoots`] if there are none, [`CryptoError::BadRoot`] if one is not a
 ///   usable CA certificate).
@@ -110,6 +121,16 @@ pub(crate) fn server_config_with(
 ///   authentication; its key must match its leaf), otherwise none is sent.
 /// * Early data stays disabled.
 pub fn client_config(material: &TlsMaterial, alpn: &[String]) -> Result<ClientConfig, CryptoError> {
+    client_config_with(crate::falcon::falcon_provider(), material, alpn)
+}
+
+/// [`client_config`] with [`provider()`] alone: it offers no FALCON signature scheme, so a
+/// server that can authenticate only with FALCON refuses it
+/// (`PeerIncompatible::NoSignatureSchemesInCommon`).
+pub fn classical_client_config(
+    material: &TlsMaterial,
+    alpn: &[String],
+) -> Result<ClientConfig, CryptoError> {
     client_config_with(provider(), material, alpn)
 }
 

@@ -29,7 +29,7 @@ mod pem;
 mod store;
 mod x509;
 
-pub use config::{client_config, provider, server_config};
+pub use config::{classical_client_config, client_config, provider, server_config};
 pub use error::CryptoError;
 pub use pem::{load_identity, load_roots};
 pub use store::{

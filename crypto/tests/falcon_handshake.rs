@@ -23,7 +23,9 @@ use stoq_crypto::rustls::sign::{CertifiedKey, SingleCertAndKey};
 use stoq_crypto::rustls::{
     self, CertificateError, DigitallySignedStruct, NamedGroup, PeerIncompatible, SignatureScheme,
 };
-use stoq_crypto::{client_config, ephemeral_material, provider, server_config, CryptoError};
+use stoq_crypto::{
+    classical_client_config, ephemeral_material, provider, server_config, CryptoError,
+};
 
 const DAY: Duration = Duration::from_secs(24 * 3600);
 
@@ -417,7 +419,8 @@ fn a_client_that_does_not_offer_falcon_is_refused_by_the_server() {
         .issue_leaf(FalconLevel::L512, &["localhost"], DAY)
         .unwrap();
     // The classical client, even trusting the FALCON CA, offers no FALCON scheme.
-    let client = client_config(&client_material(vec![ca.cert().clone()]), &alpn()).unwrap();
+    let client =
+        classical_client_config(&client_material(vec![ca.cert().clone()]), &alpn()).unwrap();
     let server = falcon_server_config(&server_material(&leaf), &alpn()).unwrap();
     let (side, err) = Pair::new(client, server, "localhost")
         .handshake()

@@ -166,6 +166,11 @@ fn ssl_context(tls: &TlsMaterial, role: Role) -> Result<SslContextBuilder, Error
     let mut b = SslContextBuilder::new(SslMethod::tls())
         .map_err(tls_err("creating a BoringSSL context"))?;
     let identity = tls.identity.as_ref();
+    if identity.is_some_and(|id| stoq_crypto::falcon::is_falcon_key(&id.key)) {
+        // BoringSSL knows no FALCON signature scheme: it could neither sign the handshake
+        // with this key nor verify a FALCON peer.
+        return Err(Error::Unsupported(stoq_core::Capability::FalconInHandshake));
+    }
     if role == Role::Server && identity.is_none() {
         return Err(Error::Tls(
             "a server endpoint needs an identity (certificate chain and private key)".into(),

@@ -54,6 +54,9 @@ pub const CAPABILITIES: Capabilities = Capabilities::from_slice(&[
     Capability::KeepAlive,
     Capability::CloseReason,
     Capability::DialFromServer,
+    // rustls with stoq-crypto's FALCON provider: FALCON certificates authenticate both
+    // sides inside the TLS 1.3 handshake.
+    Capability::FalconInHandshake,
 ]);
 
 /// The quinn engine.

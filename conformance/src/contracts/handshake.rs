@@ -242,3 +242,101 @@ pub async fn keying_material_export(h: Harness) -> ContractResult {
     ensure!(a != [0u8; 32], "exported keying material is all zero");
     Ok(Outcome::Passed)
 }
+
+/// FALCON certificates authenticate both sides inside the TLS 1.3 handshake: a server and a
+/// client with FALCON-512 leaves from one FALCON CA (mutual authentication) connect, echo a
+/// message, and each sees the other's FALCON leaf. A backend whose TLS stack cannot carry
+/// FALCON refuses a FALCON identity at bind with `Unsupported(FalconInHandshake)`.
+pub async fn falcon_mutual_auth_in_handshake(h: Harness) -> ContractResult {
+    use std::time::Duration;
+    use stoq_core::{EndpointSpec, TlsMaterial};
+    use stoq_crypto::falcon::{verify_certificate_signature, FalconCa, FalconLevel};
+
+    const CAP: Capability = Capability::FalconInHandshake;
+    let day = Duration::from_secs(24 * 3600);
+    let ca = FalconCa::generate(FalconLevel::L512, "STOQ conformance FALCON CA", day)?;
+    let server_leaf = ca.issue_leaf(FalconLevel::L512, &["localhost"], day)?;
+    let client_leaf = ca.issue_leaf(FalconLevel::L512, &["conformance-client"], day)?;
+    let roots = vec![ca.cert().clone()];
+    let server_tls = TlsMaterial {
+        identity: Some(server_leaf.identity()),
+        roots: roots.clone(),
+        require_client_auth: true,
+    };
+    let client_tls = TlsMaterial {
+        identity: Some(client_leaf.identity()),
+        roots,
+        require_client_auth: false,
+    };
+    let server_spec = || EndpointSpec::server(LOCALHOST_V6, h.config.clone(), server_tls.clone());
+
+    if !h.capabilities().contains(CAP) {
+        for (backend, spec) in [
+            (&h.server, server_spec()),
+            (
+                &h.client,
+                EndpointSpec::client(LOCALHOST_V6, h.config.clone(), client_tls.clone()),
+            ),
+        ] {
+            if !backend.capabilities().contains(CAP) {
+                let r = backend.bind(spec);
+                ensure!(
+                    matches!(r, Err(Error::Unsupported(c)) if c == CAP),
+                    "{} lacks {CAP} but binding with a FALCON identity did not say Unsupported",
+                    backend.name()
+                );
+            }
+        }
+        return Ok(Outcome::Unsupported(CAP));
+    }
+
+    let server = h.server.bind(server_spec())?;
+    let addr = server.local_addr()?;
+    let accept = {
+        let server = server.clone();
+        tokio::spawn(async move {
+            let conn = server.accept().await?;
+            let (mut send, mut recv) = conn.accept_bi().await?;
+            let msg = recv.read_to_end(1024).await?.unwrap_or_default();
+            send.write_all(&msg).await?;
+            send.finish().await?;
+            Ok::<_, Failure>(conn)
+        })
+    };
+    let client = h
+        .client
+        .bind(EndpointSpec::client(addr, h.config.clone(), client_tls))?;
+    let conn = client.connect(addr, "localhost").await?;
+    let (mut send, mut recv) = conn.open_bi().await?;
+    send.write_all(b"authenticated with FALCON").await?;
+    send.finish().await?;
+    let echo = recv.read_to_end(1024).await?;
+    let server_conn = tokio::time::timeout(Duration::from_secs(10), accept).await???;
+    ensure!(
+        echo.as_deref() == Some(&b"authenticated with FALCON"[..]),
+        "echo {echo:?}"
+    );
+    let seen_by_client = conn
+        .peer_identity()
+        .and_then(|c| c.into_iter().next())
+        .ok_or_else(|| Failure("the client sees no server certificate".into()))?;
+    let seen_by_server = server_conn
+        .peer_identity()
+        .and_then(|c| c.into_iter().next())
+        .ok_or_else(|| Failure("the server sees no client certificate".into()))?;
+    ensure!(
+        seen_by_client == server_leaf.cert,
+        "the client sees another server leaf"
+    );
+    ensure!(
+        seen_by_server == client_leaf.cert,
+        "the server sees another client leaf"
+    );
+    // Both are FALCON certificates signed by the FALCON CA.
+    for leaf in [&seen_by_client, &seen_by_server] {
+        verify_certificate_signature(leaf, ca.key().public_key())?;
+    }
+    conn.close(0, b"done");
+    server_conn.close(0, b"done");
+    Ok(Outcome::Passed)
+}

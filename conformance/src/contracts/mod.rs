@@ -75,6 +75,8 @@ pub static CONTRACTS: &[Contract] = &[
         "connecting to a port with no listener fails within the configured timeout"),
     contract!(handshake::keying_material_export, 30,
         "both sides export the same keying material for the same label and context"),
+    contract!(handshake::falcon_mutual_auth_in_handshake, 60,
+        "FALCON-512 certificates authenticate server and client inside the TLS 1.3 handshake"),
     contract!(robustness::malformed_packets_ignored, 30,
         "malformed UDP packets sent to an endpoint are dropped; it keeps serving"),
     contract!(robustness::handshake_flood_spares_connections, 90,

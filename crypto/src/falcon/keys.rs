@@ -528,6 +528,17 @@ fn decode_pem(
     Ok(der)
 }
 
+/// Whether `key` (the DER of an identity's private key) is a FALCON key: a PKCS#8
+/// PrivateKeyInfo whose algorithm is one of [`super::FALCON_ALGORITHMS`]. Reads only the
+/// algorithm identifier; the key itself is not checked (loading it does that).
+pub fn is_falcon_key(key: &PrivateKeyDer<'_>) -> bool {
+    let PrivateKeyDer::Pkcs8(der) = key else {
+        return false;
+    };
+    PrivateKeyInfo::from_der(der.secret_pkcs8_der())
+        .is_ok_and(|info| FalconAlgorithm::from_oid(&info.algorithm.oid).is_some())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

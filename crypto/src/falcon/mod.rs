@@ -47,7 +47,7 @@ use std::fmt;
 
 use x509_cert::der::oid::ObjectIdentifier;
 
-pub use keys::{FalconPublicKey, FalconSecretKey};
+pub use keys::{is_falcon_key, FalconPublicKey, FalconSecretKey};
 pub use tls::{
     falcon_client_config, falcon_provider, falcon_server_config, falcon_verification_algorithms,
     FalconSigningKey,
