@@ -106,3 +106,69 @@ fn fin_written_after_the_data_was_acked_reaches_the_peer() {
         "the client read the response but never the end of the stream (cloudflare/quiche#2525)"
     );
 }
+
+/// A FIN that arrives in a frame of its own, after the data was read, and is read with a
+/// buffer of `stream_readable_len` bytes (0), lets the stream complete.
+///
+/// quiche 0.30.0 stores such a FIN as a zero-length buffer at the final offset. A read
+/// with no room left returns the FIN but leaves that empty buffer in place, so the stream
+/// stays "readable" forever and quiche never collects it: the sender's completion (STOQ's
+/// `stopped()`) is never observable. In STOQ this hung
+/// `bidi_stopped_after_both_halves_finish` in about 1 run in 30 (STOQ's reader asks for
+/// exactly `stream_readable_len`). `third_party/quiche-0.30.0` drops the empty buffer.
+#[test]
+fn a_fin_alone_read_with_no_room_left_lets_the_stream_complete() {
+    let tls = stoq_crypto::ephemeral_material(&["localhost"]).unwrap();
+    let (ca, sa): (SocketAddr, SocketAddr) =
+        ("[::1]:4000".parse().unwrap(), "[::1]:4433".parse().unwrap());
+    let mut ccfg = config(Role::Client, &tls);
+    let mut scfg = config(Role::Server, &tls);
+    let scid = quiche::ConnectionId::from_ref(&[3; 16]);
+    let dcid = quiche::ConnectionId::from_ref(&[4; 16]);
+    let mut client = quiche::connect(Some("localhost"), &scid, ca, sa, &mut ccfg).unwrap();
+    let mut server = quiche::accept(&dcid, None, sa, ca, &mut scfg).unwrap();
+    for _ in 0..10 {
+        deliver(drain(&mut client), &mut server, ca, sa);
+        deliver(drain(&mut server), &mut client, sa, ca);
+    }
+    assert!(client.is_established() && server.is_established());
+
+    // The request's data, read at once; then its FIN in a packet of its own, read as
+    // STOQ's reader does: with a buffer of `stream_readable_len` bytes, here 0.
+    client.stream_send(0, b"ping", false).unwrap();
+    deliver(drain(&mut client), &mut server, ca, sa);
+    let mut buf = [0u8; 64];
+    let (n, fin) = server.stream_recv(0, &mut buf).unwrap();
+    assert_eq!((&buf[..n], fin), (&b"ping"[..], false));
+    client.stream_send(0, b"", true).unwrap();
+    deliver(drain(&mut client), &mut server, ca, sa);
+    let want = server.stream_readable_len(0, 64);
+    assert_eq!(want, 0, "a FIN alone carries no bytes");
+    let (n, fin) = server.stream_recv(0, &mut buf[..want]).unwrap();
+    assert_eq!((n, fin), (0, true));
+    assert!(
+        !server.stream_readable(0),
+        "the FIN was read, yet quiche still reports the stream readable"
+    );
+
+    // The answer with its FIN, acknowledged: the stream is complete and collected.
+    server.stream_send(0, b"pong", true).unwrap();
+    for _ in 0..5 {
+        deliver(drain(&mut server), &mut client, sa, ca);
+        deliver(drain(&mut client), &mut server, ca, sa);
+    }
+    let mut rbuf = [0u8; 16];
+    let (n, fin) = client.stream_recv(0, &mut rbuf).unwrap();
+    assert_eq!((&rbuf[..n], fin), (&b"pong"[..], true));
+    for _ in 0..5 {
+        deliver(drain(&mut client), &mut server, ca, sa);
+        deliver(drain(&mut server), &mut client, sa, ca);
+    }
+    assert!(
+        matches!(
+            server.stream_capacity(0),
+            Err(quiche::Error::InvalidStreamState(0))
+        ) && server.stream_closed(0),
+        "the server's stream was never collected after both halves finished"
+    );
+}

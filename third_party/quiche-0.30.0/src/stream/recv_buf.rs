@@ -294,6 +294,18 @@ impl RecvBuf {
             entry.remove();
         }
 
+        // STOQ patch: drop a zero-length buffer (a FIN-only STREAM frame) left at the
+        // read offset once the output filled up. Left in place it keeps `ready()` true
+        // after the reader has seen the FIN, so the stream stays "readable" and is never
+        // collected: its send side's completion is then never observable.
+        while let Some(entry) = self.data.first_entry() {
+            if entry.get().is_empty() && entry.get().off() == self.off {
+                entry.remove();
+            } else {
+                break;
+            }
+        }
+
         // Update consumed bytes for flow control.
         self.flow_control.add_consumed(len as u64);
 
