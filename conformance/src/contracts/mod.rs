@@ -6,6 +6,7 @@ use crate::Contract;
 
 mod datagrams;
 mod handshake;
+mod impaired;
 mod lifecycle;
 mod robustness;
 mod streams;
@@ -77,6 +78,12 @@ pub static CONTRACTS: &[Contract] = &[
         "both sides export the same keying material for the same label and context"),
     contract!(handshake::falcon_mutual_auth_in_handshake, 60,
         "FALCON-512 certificates authenticate server and client inside the TLS 1.3 handshake"),
+    contract!(impaired::impaired_path_delivers_intact, 120,
+        "3 % loss, reordering, duplication and jitter both ways: data arrives byte-exact"),
+    contract!(impaired::corrupted_packets_are_dropped, 120,
+        "corrupted packets are dropped, never delivered: data arrives byte-exact"),
+    contract!(impaired::blackhole_is_survived, 120,
+        "a 2-second blackhole mid-transfer is survived without the connection closing"),
     contract!(robustness::malformed_packets_ignored, 30,
         "malformed UDP packets sent to an endpoint are dropped; it keeps serving"),
     contract!(robustness::handshake_flood_spares_connections, 90,

@@ -1,0 +1,121 @@
+//! Contracts on impaired paths: transfers through the user-space network emulator
+//! ([`crate::emulator`]) between the two ends.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use crate::emulator::{Blackhole, DirectionStats, Emulator, Impairments};
+use crate::util::{drain_and_hash, payload, send_all, sha256, LOCALHOST_V6};
+use crate::{ensure, ContractResult, Failure, Harness, Outcome};
+
+/// Sends `bytes` on one unidirectional stream from client to server through an emulator
+/// with `up` and `down`, and checks that exactly those bytes arrived (SHA-256 at the
+/// receiver) on a connection that stayed open. Returns the emulator for its counters.
+async fn transfer_through(
+    h: &Harness,
+    up: Impairments,
+    down: Impairments,
+    bytes: usize,
+    seed: u64,
+) -> Result<Emulator, Failure> {
+    let server_ep = h.server_endpoint(LOCALHOST_V6, h.config.clone())?;
+    let emu = Emulator::start(server_ep.local_addr()?, up, down, seed).await?;
+    let client_ep = h.client_endpoint(emu.addr(), h.config.clone())?;
+    let receiver = tokio::spawn(async move {
+        let conn = server_ep.accept().await?;
+        let mut recv = conn.accept_uni().await?;
+        let got = drain_and_hash(&mut recv).await?;
+        Ok::<_, Failure>((got, conn, server_ep))
+    });
+    let conn = client_ep.connect(emu.addr(), "localhost").await?;
+    let data = payload(seed, bytes);
+    let mut send = conn.open_uni().await?;
+    send_all(&mut send, &data, 64 * 1024).await?;
+    let ((n, hash), server_conn, _server_ep) = receiver.await??;
+    ensure!(
+        n == bytes as u64,
+        "{n} bytes arrived of {bytes} sent through the impaired path"
+    );
+    ensure!(
+        hash == sha256(&data),
+        "the bytes that arrived differ from those sent (SHA-256)"
+    );
+    conn.close(0, b"done");
+    server_conn.close(0, b"done");
+    Ok(emu)
+}
+
+fn count(
+    stats: &DirectionStats,
+    f: impl Fn(&DirectionStats) -> &std::sync::atomic::AtomicU64,
+) -> u64 {
+    f(stats).load(Relaxed)
+}
+
+/// 3 % random loss, 5 % reordering, 2 % duplication and 2 ms ± 1 ms of delay in both
+/// directions: 2 MiB arrive byte-exact.
+pub async fn impaired_path_delivers_intact(h: Harness) -> ContractResult {
+    let path = Impairments {
+        delay: Duration::from_millis(2),
+        jitter: Duration::from_millis(1),
+        loss: 0.03,
+        reorder: 0.05,
+        reorder_delay: Duration::from_millis(3),
+        duplicate: 0.02,
+        ..Impairments::default()
+    };
+    let emu = transfer_through(&h, path.clone(), path, 2 << 20, 0x1055).await?;
+    let lost = count(&emu.up, |s| &s.dropped_loss) + count(&emu.down, |s| &s.dropped_loss);
+    let dups = count(&emu.up, |s| &s.duplicated) + count(&emu.down, |s| &s.duplicated);
+    ensure!(
+        lost > 0 && dups > 0,
+        "the emulator impaired nothing (lost {lost}, duplicated {dups})"
+    );
+    Ok(Outcome::Passed)
+}
+
+/// 3 % of the datagrams in each direction have a byte flipped: QUIC's packet protection
+/// rejects them, and 2 MiB still arrive byte-exact (a corrupted packet is never delivered
+/// as data).
+pub async fn corrupted_packets_are_dropped(h: Harness) -> ContractResult {
+    let path = Impairments {
+        corrupt: 0.03,
+        ..Impairments::default()
+    };
+    let emu = transfer_through(&h, path.clone(), path, 2 << 20, 0xc0ee).await?;
+    let corrupted = count(&emu.up, |s| &s.corrupted) + count(&emu.down, |s| &s.corrupted);
+    ensure!(corrupted > 0, "the emulator corrupted nothing");
+    Ok(Outcome::Passed)
+}
+
+/// A 2-second blackhole in both directions in the middle of a transfer through a
+/// 40 Mbit/s bottleneck: the connection survives it (the idle timeout is longer) and
+/// 4 MiB arrive byte-exact.
+pub async fn blackhole_is_survived(h: Harness) -> ContractResult {
+    ensure!(
+        h.config.idle_timeout > Duration::from_secs(4),
+        "the harness idle timeout ({:?}) is too short for this contract",
+        h.config.idle_timeout
+    );
+    let hole = Blackhole {
+        start: Duration::from_millis(300),
+        duration: Duration::from_secs(2),
+    };
+    let up = Impairments {
+        rate: Some(40_000_000),
+        queue_bytes: 256 * 1024,
+        blackholes: vec![hole],
+        ..Impairments::default()
+    };
+    let down = Impairments {
+        blackholes: vec![hole],
+        ..Impairments::default()
+    };
+    let emu = transfer_through(&h, up, down, 4 << 20, 0xb1ac).await?;
+    let dropped = count(&emu.up, |s| &s.dropped_blackhole);
+    ensure!(
+        dropped > 0,
+        "nothing fell into the blackhole: the transfer ended before it began"
+    );
+    Ok(Outcome::Passed)
+}
