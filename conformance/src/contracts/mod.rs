@@ -79,7 +79,7 @@ pub static CONTRACTS: &[Contract] = &[
     contract!(handshake::falcon_mutual_auth_in_handshake, 60,
         "FALCON-512 certificates authenticate server and client inside the TLS 1.3 handshake"),
     contract!(impaired::impaired_path_delivers_intact, 120,
-        "3 % loss, reordering, duplication and jitter both ways: data arrives byte-exact"),
+        "3 % loss, reordering, duplication and jitter both ways: data arrives byte-exact under every built-in controller"),
     contract!(impaired::corrupted_packets_are_dropped, 120,
         "corrupted packets are dropped, never delivered: data arrives byte-exact"),
     contract!(impaired::blackhole_is_survived, 120,
