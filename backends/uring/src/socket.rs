@@ -1293,4 +1293,87 @@ mod tests {
         assert!(!d.recv_bufs.leak, "nothing leaked");
         assert!(started.elapsed() < DRAIN_TIMEOUT);
     }
+
+    /// Wakes a `Notify` and remembers that it was woken.
+    struct Flag {
+        woken: std::sync::atomic::AtomicBool,
+        notify: Notify,
+    }
+
+    impl std::task::Wake for Flag {
+        fn wake(self: Arc<Self>) {
+            self.woken.store(true, Ordering::SeqCst);
+            self.notify.notify_one();
+        }
+    }
+
+    /// The path of a writer that finds the pool empty: `poll_writable` is pending and arms
+    /// the send-ring poll on the receive ring; the next send completion makes the receive
+    /// ring readable, the endpoint driver's `poll_recv` reaps it and wakes the writer.
+    /// Nobody else polls or reaps the send ring in between.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_writer_waiting_for_a_slot_is_woken_by_the_next_send_completion() {
+        let a = bind("[::1]:0");
+        // Every slot taken, as if in flight: their completions never come by themselves.
+        let held: Vec<u16> = {
+            let mut d = a.lock();
+            let held: Vec<u16> = d.send_free.drain(..).collect();
+            d.send_in_flight += held.len();
+            held
+        };
+        // quinn's endpoint driver: a task that always has a poll_recv outstanding.
+        let driver = tokio::spawn({
+            let a = a.clone();
+            async move {
+                let mut storage = vec![0u8; 65536];
+                let mut meta = [RecvMeta::default(); 1];
+                loop {
+                    let mut iovs = [IoSliceMut::new(&mut storage)];
+                    let _ = poll_fn(|cx| a.poll_recv(cx, &mut iovs, &mut meta)).await;
+                }
+            }
+        });
+        tokio::task::yield_now().await;
+
+        let mut poller = a.clone().create_io_poller();
+        let flag = Arc::new(Flag {
+            woken: std::sync::atomic::AtomicBool::new(false),
+            notify: Notify::new(),
+        });
+        let waker = Waker::from(flag.clone());
+        let mut cx = Context::from_waker(&waker);
+        assert!(
+            poller.as_mut().poll_writable(&mut cx).is_pending(),
+            "no slot is free"
+        );
+        assert!(a.lock().send_poll_armed, "the send-ring poll is armed");
+
+        // One send completes: a NOP on the send ring carrying a held slot's tag.
+        {
+            let mut d = a.lock();
+            let nop = opcode::Nop::new().build().user_data(u64::from(held[0]));
+            // SAFETY: a NOP points to no memory.
+            unsafe { d.send_ring.submission().push(&nop) }.expect("room for one SQE");
+            d.send_ring.submit().expect("submitting the NOP");
+        }
+        tokio::time::timeout(Duration::from_secs(5), flag.notify.notified())
+            .await
+            .expect("the waiting writer is woken within 5 s");
+        assert!(flag.woken.load(Ordering::SeqCst));
+        assert!(
+            poller.as_mut().poll_writable(&mut cx).is_ready(),
+            "a slot is free again"
+        );
+        {
+            let d = a.lock();
+            assert_eq!(d.send_free, vec![held[0]], "the completed slot came back");
+            assert!(d.writers.is_empty(), "no writer left waiting");
+        }
+
+        driver.abort();
+        let _ = driver.await;
+        let mut d = a.lock();
+        d.send_free.extend(&held[1..]);
+        d.send_in_flight -= held.len() - 1;
+    }
 }
