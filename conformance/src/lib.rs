@@ -329,7 +329,7 @@ macro_rules! conformance_suite {
             close_code_and_reason, server_endpoint_dials, endpoint_close_reaches_peers, idle_timeout_closes_both,
             keep_alive_prevents_idle_timeout, datagram_round_trip, oversized_datagram_rejected,
             datagrams_disabled_rejected, stats_agree_with_application, connect_no_listener_times_out,
-            keying_material_export, falcon_mutual_auth_in_handshake,
+            keying_material_export, falcon_mutual_auth_in_handshake, falcon_bad_certificates_fail,
             impaired_path_delivers_intact, corrupted_packets_are_dropped, blackhole_is_survived,
             malformed_packets_ignored, handshake_flood_spares_connections,
             invalid_config_rejected,

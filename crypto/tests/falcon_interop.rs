@@ -33,9 +33,17 @@ macro_rules! cross_check {
                 // PQClean also accepts our secret key and signs for our public key.
                 let pq_sk = pq::SecretKey::from_bytes(ours.secret_bytes()).unwrap();
                 let their_sig = pq::detached_sign(&msg, &pq_sk);
-                ours.public_key()
-                    .verify(&msg, their_sig.as_bytes())
-                    .unwrap();
+                match ours.public_key().verify(&msg, their_sig.as_bytes()) {
+                    Ok(()) => {}
+                    // The documented gap (see below); rare, so only seen now and then.
+                    Err(CryptoError::WrongLength { .. }) if !p.padded => {
+                        assert!(
+                            their_sig.as_bytes().len()
+                                > alg.level().default_algorithm().params().signature_len
+                        );
+                    }
+                    Err(e) => panic!("{alg}: we reject PQClean's signature with our key: {e:?}"),
+                }
 
                 // PQClean -> ours: their key pair and signature, we verify.
                 let (pk, sk) = pq::keypair();

@@ -57,7 +57,39 @@ async fn expect_tls_failure(
     what: &str,
     pred: fn(&ConnectionError) -> bool,
 ) -> ContractResult {
-    let server = h.server_endpoint(LOCALHOST_V6, server_cfg)?;
+    expect_tls_failure_with(
+        h,
+        client_cfg,
+        server_cfg,
+        client_tls,
+        None,
+        server_name,
+        what,
+        pred,
+    )
+    .await
+}
+
+/// [`expect_tls_failure`] with the server's own TLS material (`None`: the harness's).
+#[allow(clippy::too_many_arguments)]
+async fn expect_tls_failure_with(
+    h: &Harness,
+    client_cfg: TransportConfig,
+    server_cfg: TransportConfig,
+    client_tls: Option<stoq_core::TlsMaterial>,
+    server_tls: Option<stoq_core::TlsMaterial>,
+    server_name: &str,
+    what: &str,
+    pred: fn(&ConnectionError) -> bool,
+) -> ContractResult {
+    let server = match server_tls {
+        Some(tls) => h.server.bind(stoq_core::EndpointSpec::server(
+            LOCALHOST_V6,
+            server_cfg,
+            tls,
+        ))?,
+        None => h.server_endpoint(LOCALHOST_V6, server_cfg)?,
+    };
     let addr = server.local_addr()?;
     let accept = {
         let server = server.clone();
@@ -338,5 +370,74 @@ pub async fn falcon_mutual_auth_in_handshake(h: Harness) -> ContractResult {
     }
     conn.close(0, b"done");
     server_conn.close(0, b"done");
+    Ok(Outcome::Passed)
+}
+
+/// Bad FALCON certificates fail the handshake with a certificate error on the client and
+/// no connection on the server: a leaf from a FALCON CA the client does not trust, an
+/// expired leaf, a leaf for another name, and a leaf whose signature was tampered with.
+/// A backend without FALCON in the handshake reports `Unsupported(FalconInHandshake)`
+/// (checked by `falcon_mutual_auth_in_handshake`).
+pub async fn falcon_bad_certificates_fail(h: Harness) -> ContractResult {
+    use std::time::{Duration, SystemTime};
+    use stoq_core::{Identity, TlsMaterial};
+    use stoq_crypto::falcon::{FalconCa, FalconLevel, FalconSecretKey};
+
+    if !h.capabilities().contains(Capability::FalconInHandshake) {
+        return Ok(Outcome::Unsupported(Capability::FalconInHandshake));
+    }
+    let day = Duration::from_secs(24 * 3600);
+    let ca = FalconCa::generate(FalconLevel::L512, "STOQ conformance FALCON CA", day)?;
+    let other_ca = FalconCa::generate(FalconLevel::L512, "another FALCON CA", day)?;
+    let client_tls = |ca: &FalconCa| TlsMaterial {
+        identity: None,
+        roots: vec![ca.cert().clone()],
+        require_client_auth: false,
+    };
+    let server_tls = |cert: stoq_crypto::rustls::pki_types::CertificateDer<'static>,
+                      key: &FalconSecretKey| {
+        TlsMaterial {
+            identity: Some(Identity {
+                cert_chain: vec![cert],
+                key: std::sync::Arc::new(key.to_private_key_der()),
+            }),
+            roots: Vec::new(),
+            require_client_auth: false,
+        }
+    };
+    let now = SystemTime::now();
+    let key = FalconSecretKey::generate(FalconLevel::L512);
+    let good = ca.issue_for(key.public_key(), &["localhost"], now - day, now + day)?;
+    let expired = ca.issue_for(
+        key.public_key(),
+        &["localhost"],
+        now - 3 * day,
+        now - 2 * day,
+    )?;
+    let other_name = ca.issue_for(key.public_key(), &["other.example"], now - day, now + day)?;
+    let mut tampered = good.to_vec();
+    // The signature is the last field of the certificate: flip a byte inside it.
+    let last = tampered.len() - 10;
+    tampered[last] ^= 0x01;
+    let tampered = stoq_crypto::rustls::pki_types::CertificateDer::from(tampered);
+
+    for (what, cert, trusted) in [
+        ("untrusted FALCON CA", good.clone(), &other_ca),
+        ("expired FALCON leaf", expired, &ca),
+        ("FALCON leaf for another name", other_name, &ca),
+        ("tampered FALCON signature", tampered, &ca),
+    ] {
+        expect_tls_failure_with(
+            &h,
+            h.config.clone(),
+            h.config.clone(),
+            Some(client_tls(trusted)),
+            Some(server_tls(cert, &key)),
+            "localhost",
+            what,
+            ConnectionError::is_certificate_error,
+        )
+        .await?;
+    }
     Ok(Outcome::Passed)
 }

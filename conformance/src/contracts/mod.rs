@@ -78,6 +78,8 @@ pub static CONTRACTS: &[Contract] = &[
         "both sides export the same keying material for the same label and context"),
     contract!(handshake::falcon_mutual_auth_in_handshake, 60,
         "FALCON-512 certificates authenticate server and client inside the TLS 1.3 handshake"),
+    contract!(handshake::falcon_bad_certificates_fail, 60,
+        "an untrusted, expired, misnamed or tampered FALCON certificate fails with a certificate error"),
     contract!(impaired::impaired_path_delivers_intact, 120,
         "3 % loss, reordering, duplication and jitter both ways: data arrives byte-exact under every built-in controller"),
     contract!(impaired::corrupted_packets_are_dropped, 120,
