@@ -75,6 +75,46 @@ fn bench_json_reports_verified_goodput() {
     assert_eq!(doc["runs"][0]["receiver"]["bytes"], 4 << 20);
 }
 
+#[test]
+fn bench_writes_a_congestion_trace() {
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("cc.jsonl");
+    let o = phoenix(&[
+        "--cc-trace",
+        trace.to_str().unwrap(),
+        "bench",
+        "--mib",
+        "4",
+        "--runs",
+        "1",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let text = std::fs::read_to_string(&trace).expect("the trace file exists");
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON Lines"))
+        .collect();
+    assert!(
+        lines.iter().any(|l| l["name"] == "recovery:metrics_updated"
+            && l["data"]["congestion_window"].as_u64().unwrap_or(0) > 0),
+        "window updates are traced"
+    );
+    // A directory cannot be the trace file: bad input, exit code 2.
+    let o = phoenix(&[
+        "--cc-trace",
+        dir.path().to_str().unwrap(),
+        "bench",
+        "--mib",
+        "1",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("congestion trace file"),
+        "{}",
+        stderr(&o)
+    );
+}
+
 /// Runs `phoenix` with a given STOQ_HOME (so client and server share the local CA).
 fn phoenix_in(home: &std::path::Path, args: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_phoenix"));

@@ -36,10 +36,12 @@ use crate::{CongestionAlgorithm, Error};
 mod bbr;
 mod cubic;
 mod new_reno;
+mod trace;
 
 pub use bbr::{Bbr, BbrFactory};
 pub use cubic::{Cubic, CubicFactory};
 pub use new_reno::{NewReno, NewRenoFactory};
+pub use trace::TracingFactory;
 
 /// The RTT estimate at the time of an event (RFC 9002 section 5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

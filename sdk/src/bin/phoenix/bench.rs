@@ -116,7 +116,9 @@ pub async fn run(global: &crate::common::Global, args: Args, json: bool) -> Resu
             (Some(child), addr)
         }
     };
-    let client = loopback::bind_client(&backend, addr, tls)?;
+    let mut config = loopback::bench_config();
+    global.apply_cc_trace(&mut config)?;
+    let client = backend.bind(stoq_core::EndpointSpec::client(addr, config, tls))?;
     let bytes = args.mib << 20;
     let bar = crate::progress(!json, args.runs as u64, "runs");
     let mut runs: Vec<RunReport> = Vec::new();

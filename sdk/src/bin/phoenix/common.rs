@@ -28,6 +28,12 @@ pub struct Global {
     /// PEM private key of --cert.
     #[arg(long, global = true, requires = "cert")]
     pub key: Option<PathBuf>,
+    /// Write a qlog-style JSON Lines trace of every connection's congestion controller
+    /// (window, ssthresh, pacing rate, bytes in flight, RTT, losses) to this file. Runs
+    /// STOQ's implementation of the configured algorithm through the backend's adapter, so
+    /// it needs a backend that hosts STOQ controllers (quinn, s2n, uring; quiche refuses).
+    #[arg(long, global = true)]
+    pub cc_trace: Option<PathBuf>,
 }
 
 /// Checks a file argument up front, so a missing file is reported as bad input with its
@@ -44,6 +50,27 @@ pub fn existing_file(path: &std::path::Path, what: &str) -> Result<(), CliError>
 }
 
 impl Global {
+    /// With `--cc-trace`, makes `config` run its congestion controller through a
+    /// [`stoq_core::congestion::TracingFactory`] writing to that file.
+    pub fn apply_cc_trace(&self, config: &mut stoq_core::TransportConfig) -> Result<(), CliError> {
+        let Some(path) = &self.cc_trace else {
+            return Ok(());
+        };
+        let inner = match config.congestion.stoq_factory()? {
+            Some(f) => f,
+            None => stoq_core::congestion::builtin_factory(config.congestion.algorithm)?,
+        };
+        // Unbuffered: each event is one line written at once, so the trace is complete
+        // however the process ends.
+        let file = std::fs::File::create(path).map_err(|e| {
+            CliError::input(format!("congestion trace file {}: {e}", path.display()))
+        })?;
+        config.congestion = stoq_core::CongestionConfig::custom(std::sync::Arc::new(
+            stoq_core::congestion::TracingFactory::new(inner, Box::new(file)),
+        ));
+        Ok(())
+    }
+
     /// A Phoenix configured from the global options.
     pub async fn phoenix(&self) -> Result<phoenix::Phoenix, CliError> {
         let mut b = phoenix::Phoenix::builder()
@@ -59,6 +86,7 @@ impl Global {
         if let Some(t) = self.connect_timeout {
             config.connect_timeout = t;
         }
+        self.apply_cc_trace(&mut config)?;
         b = b.config(config);
         if let (Some(cert), Some(key)) = (&self.cert, &self.key) {
             existing_file(cert, "certificate file")?;
