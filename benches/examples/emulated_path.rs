@@ -29,11 +29,13 @@ async fn run(
     seconds: u64,
 ) -> Result<f64, String> {
     let tls = stoq_crypto::ephemeral_material(&["localhost"]).map_err(|e| e.to_string())?;
-    let mut cfg = TransportConfig::default();
-    cfg.congestion = CongestionConfig {
-        algorithm,
-        implementation,
-        custom: None,
+    let cfg = TransportConfig {
+        congestion: CongestionConfig {
+            algorithm,
+            implementation,
+            custom: None,
+        },
+        ..TransportConfig::default()
     };
     let server = backend
         .bind(EndpointSpec::server(
