@@ -340,7 +340,8 @@ impl Emulator {
             Arc::new(DirectionStats::default()),
             Arc::new(DirectionStats::default()),
         );
-        let client: Arc<tokio::sync::Mutex<Option<SocketAddr>>> = Arc::default();
+        // Never held across an await.
+        let client: Arc<std::sync::Mutex<Option<SocketAddr>>> = Arc::default();
 
         let (up_tx, up_rx) = mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
         let (down_tx, down_rx) = mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
@@ -353,7 +354,7 @@ impl Emulator {
             async move {
                 let mut buf = vec![0u8; 65536];
                 while let Ok((n, from)) = front.recv_from(&mut buf).await {
-                    *client.lock().await = Some(from);
+                    *client.lock().unwrap_or_else(|p| p.into_inner()) = Some(from);
                     schedule(&mut impairer, &stats, start, &buf[..n], &up_tx);
                 }
             }
@@ -388,7 +389,7 @@ impl Emulator {
             move |d: Vec<u8>| {
                 let (front, client) = (front.clone(), client.clone());
                 async move {
-                    let to = *client.lock().await;
+                    let to = *client.lock().unwrap_or_else(|p| p.into_inner());
                     if let Some(to) = to {
                         let _ = front.send_to(&d, to).await;
                     }

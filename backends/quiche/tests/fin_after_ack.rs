@@ -53,8 +53,14 @@ fn deliver(packets: Vec<Vec<u8>>, to: &mut quiche::Connection, from: SocketAddr,
     }
 }
 
-#[test]
-fn fin_written_after_the_data_was_acked_reaches_the_peer() {
+/// A client and a server connection, handshake confirmed on both sides, with their
+/// (client, server) addresses.
+fn established() -> (
+    quiche::Connection,
+    quiche::Connection,
+    SocketAddr,
+    SocketAddr,
+) {
     let tls = stoq_crypto::ephemeral_material(&["localhost"]).unwrap();
     let (ca, sa): (SocketAddr, SocketAddr) =
         ("[::1]:4000".parse().unwrap(), "[::1]:4433".parse().unwrap());
@@ -64,13 +70,17 @@ fn fin_written_after_the_data_was_acked_reaches_the_peer() {
     let dcid = quiche::ConnectionId::from_ref(&[2; 16]);
     let mut client = quiche::connect(Some("localhost"), &scid, ca, sa, &mut ccfg).unwrap();
     let mut server = quiche::accept(&dcid, None, sa, ca, &mut scfg).unwrap();
-
-    // Handshake, to confirmation on both sides.
     for _ in 0..10 {
         deliver(drain(&mut client), &mut server, ca, sa);
         deliver(drain(&mut server), &mut client, sa, ca);
     }
     assert!(client.is_established() && server.is_established());
+    (client, server, ca, sa)
+}
+
+#[test]
+fn fin_written_after_the_data_was_acked_reaches_the_peer() {
+    let (mut client, mut server, ca, sa) = established();
 
     // The client sends a whole request: data and FIN.
     client.stream_send(0, b"request", true).unwrap();
@@ -118,20 +128,7 @@ fn fin_written_after_the_data_was_acked_reaches_the_peer() {
 /// exactly `stream_readable_len`). `third_party/quiche-0.30.0` drops the empty buffer.
 #[test]
 fn a_fin_alone_read_with_no_room_left_lets_the_stream_complete() {
-    let tls = stoq_crypto::ephemeral_material(&["localhost"]).unwrap();
-    let (ca, sa): (SocketAddr, SocketAddr) =
-        ("[::1]:4000".parse().unwrap(), "[::1]:4433".parse().unwrap());
-    let mut ccfg = config(Role::Client, &tls);
-    let mut scfg = config(Role::Server, &tls);
-    let scid = quiche::ConnectionId::from_ref(&[3; 16]);
-    let dcid = quiche::ConnectionId::from_ref(&[4; 16]);
-    let mut client = quiche::connect(Some("localhost"), &scid, ca, sa, &mut ccfg).unwrap();
-    let mut server = quiche::accept(&dcid, None, sa, ca, &mut scfg).unwrap();
-    for _ in 0..10 {
-        deliver(drain(&mut client), &mut server, ca, sa);
-        deliver(drain(&mut server), &mut client, sa, ca);
-    }
-    assert!(client.is_established() && server.is_established());
+    let (mut client, mut server, ca, sa) = established();
 
     // The request's data, read at once; then its FIN in a packet of its own, read as
     // STOQ's reader does: with a buffer of `stream_readable_len` bytes, here 0.

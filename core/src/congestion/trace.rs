@@ -145,7 +145,7 @@ impl std::fmt::Debug for Tracing {
 
 impl Tracing {
     /// Writes `metrics_updated` if the metrics changed since the last line.
-    fn metrics(&mut self, rtt: Option<&RttSample>) {
+    fn trace_metrics(&mut self, rtt: Option<&RttSample>) {
         let m = self.inner.metrics();
         if self.last == Some(m) {
             return;
@@ -182,12 +182,12 @@ impl CongestionController for Tracing {
 
     fn on_ack(&mut self, ack: &AckEvent) {
         self.inner.on_ack(ack);
-        self.metrics(Some(&ack.rtt));
+        self.trace_metrics(Some(&ack.rtt));
     }
 
     fn on_ack_batch_end(&mut self, now: Instant, bytes_in_flight: Option<u64>) {
         self.inner.on_ack_batch_end(now, bytes_in_flight);
-        self.metrics(None);
+        self.trace_metrics(None);
     }
 
     fn on_congestion_event(&mut self, event: &CongestionEvent) {
@@ -202,7 +202,7 @@ impl CongestionController for Tracing {
                 "ecn": event.ecn,
             }),
         );
-        self.metrics(None);
+        self.trace_metrics(None);
     }
 
     fn on_packet_discarded(&mut self, bytes: u64) {
@@ -217,7 +217,7 @@ impl CongestionController for Tracing {
             "recovery:mtu_updated",
             json!({ "max_datagram_size": max_datagram_size }),
         );
-        self.metrics(None);
+        self.trace_metrics(None);
     }
 
     fn window(&self) -> u64 {
