@@ -13,6 +13,8 @@
 # Rows:
 #   quinn         phoenix --backend quinn bench-server / bench --to
 #   uring         phoenix --backend uring bench-server / bench --to
+#   quinn-1t, uring-1t  the same with --worker-threads 0 on both processes: tokio's
+#                 current-thread runtime, application, QUIC engine and I/O on one thread
 #   uring-sqpoll  backends/uring/examples/uring_bench.rs (same protocol and config, through
 #                 TunedUringBackend with SQPOLL, idle 2 ms, thread unpinned)
 #   uring-sqpoll-cpu1  the same with the SQPOLL thread pinned to CPU 1
@@ -25,7 +27,7 @@
 # Usage: benches/syscalls.sh            (RUNS=5 MIB=1024 ROWS="quinn uring uring-sqpoll")
 #        RUNS=3 MIB=2048 ROWS="quinn uring" OUT=/tmp/x benches/syscalls.sh
 # Needs perf (software tracepoints only; hardware counters are not used) and python3.
-# Waits while /tmp/stoq-bench.lock exists (someone else is measuring on the machine).
+# Run it on an otherwise idle machine (nothing else building or measuring).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -33,14 +35,9 @@ RUNS=${RUNS:-5}
 MIB=${MIB:-1024}
 ROWS=${ROWS:-"quinn uring uring-sqpoll"}
 OUT=${OUT:-$ROOT/benches/results}
-LOCK=/tmp/stoq-bench.lock
 SYSCALLS="io_uring_enter futex epoll_wait epoll_pwait epoll_ctl sendmsg sendmmsg recvmsg
 recvmmsg sendto recvfrom write read mprotect brk mmap munmap madvise sched_yield
 getrusage clock_nanosleep"
-
-wait_lock() {
-    while [ -e "$LOCK" ]; do sleep 20; done
-}
 
 WORK=$(mktemp -d /tmp/stoq-syscalls.XXXXXX)
 SERVER_PID=
@@ -54,7 +51,6 @@ cleanup() {
 trap cleanup EXIT
 
 if [ -z "${NO_BUILD:-}" ]; then
-    wait_lock
     (cd "$ROOT" && cargo build --release -q -p stoq-phoenix --bin phoenix \
         && cargo build --release -q -p stoq-uring --example uring_bench)
 fi
@@ -74,6 +70,7 @@ done
 server_cmd() {
     case $1 in
         quinn | uring) echo "$WORK/phoenix --backend $1 bench-server --bind [::1]:0" ;;
+        quinn-1t | uring-1t) echo "$WORK/phoenix --worker-threads 0 --backend ${1%-1t} bench-server --bind [::1]:0" ;;
         uring-sqpoll) echo "$WORK/uring_bench server --sqpoll-idle-ms 2" ;;
         uring-sqpoll-cpu1) echo "$WORK/uring_bench server --sqpoll-idle-ms 2 --sqpoll-cpu 1" ;;
         *) echo "unknown row $1" >&2; exit 2 ;;
@@ -82,6 +79,7 @@ server_cmd() {
 client_cmd() { # row addr
     case $1 in
         quinn | uring) echo "$WORK/phoenix --backend $1 bench --to $2 --mib $MIB --runs 1 --json" ;;
+        quinn-1t | uring-1t) echo "$WORK/phoenix --worker-threads 0 --backend ${1%-1t} bench --to $2 --mib $MIB --runs 1 --json" ;;
         uring-sqpoll) echo "$WORK/uring_bench client --to $2 --mib $MIB --sqpoll-idle-ms 2" ;;
         uring-sqpoll-cpu1) echo "$WORK/uring_bench client --to $2 --mib $MIB --sqpoll-idle-ms 2 --sqpoll-cpu 1" ;;
     esac
@@ -89,7 +87,6 @@ client_cmd() { # row addr
 
 for row in $ROWS; do
     for run in $(seq 1 "$RUNS"); do
-        wait_lock
         base="$WORK/$row.$run"
         # shellcheck disable=SC2046
         coproc SRV { exec perf stat -x, -o "$base.server.perf" "${EVENTS[@]}" -- $(server_cmd "$row"); }
@@ -168,14 +165,15 @@ for row in rows:
     r["summary"] = summary
     doc["rows"][row] = r
 ratios = {}
-if "quinn" in doc["rows"]:
-    q = doc["rows"]["quinn"]["summary"]
-    for row in rows:
-        if row == "quinn":
-            continue
-        s = doc["rows"][row]["summary"]
-        ratios[row] = {side: q[side]["syscalls_per_gib"]["median"] / s[side]["syscalls_per_gib"]["median"]
-                       for side in ("client", "server", "both")}
+# Each row is compared with the quinn row on the same runtime (quinn-1t for the -1t rows).
+for row in rows:
+    base = "quinn-1t" if row.endswith("-1t") else "quinn"
+    if row.startswith("quinn") or base not in doc["rows"]:
+        continue
+    q = doc["rows"][base]["summary"]
+    s = doc["rows"][row]["summary"]
+    ratios[row] = {side: q[side]["syscalls_per_gib"]["median"] / s[side]["syscalls_per_gib"]["median"]
+                   for side in ("client", "server", "both")}
 doc["ratio_quinn_over_row"] = ratios
 json.dump(doc, open(os.path.join(out, "syscalls.json"), "w"), indent=2)
 
@@ -194,7 +192,7 @@ for row in rows:
     s = doc["rows"][row]["summary"]
     g = s["goodput_gbps"]
     cell = lambda side: f"{k(s[side]['syscalls_per_gib']['median'])} [{k(s[side]['syscalls_per_gib']['min'])}-{k(s[side]['syscalls_per_gib']['max'])}]"
-    ratio = f"{ratios[row]['both']:.2f}x" if row in ratios else "1"
+    ratio = f"{ratios[row]['both']:.2f}x" if row in ratios else "-"
     lines.append(f"| {row} | {g['median']:.2f} [{g['min']:.2f}-{g['max']:.2f}] | {cell('client')} | {cell('server')} | {cell('both')} | "
                  f"{s['client']['cpu_seconds_per_gib']:.2f} + {s['server']['cpu_seconds_per_gib']:.2f} | {ratio} |")
 lines += ["", "Top system calls per GiB (median):", ""]

@@ -76,6 +76,32 @@ fn bench_json_reports_verified_goodput() {
 }
 
 #[test]
+fn bench_runs_on_a_current_thread_runtime() {
+    // --worker-threads 0: client and server process on tokio's current-thread runtime,
+    // where stoq-uring's rings run io_uring task work cooperatively (COOP_TASKRUN).
+    for backend in ["quinn", "uring"] {
+        let o = phoenix(&[
+            "--json",
+            "--worker-threads",
+            "0",
+            "--backend",
+            backend,
+            "bench",
+            "--mib",
+            "8",
+            "--runs",
+            "2",
+        ]);
+        assert_eq!(o.status.code(), Some(0), "{backend}: {}", stderr(&o));
+        let doc: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON on stdout");
+        for run in 0..2 {
+            assert_eq!(doc["runs"][run]["receiver"]["verified"], true, "{backend}");
+            assert_eq!(doc["runs"][run]["receiver"]["bytes"], 8 << 20, "{backend}");
+        }
+    }
+}
+
+#[test]
 fn bench_writes_a_congestion_trace() {
     let dir = tempfile::tempdir().unwrap();
     let trace = dir.path().join("cc.jsonl");

@@ -75,16 +75,25 @@ impl Drop for ServerProcess {
     }
 }
 
-fn spawn_server(backend: &str, args: &Args) -> Result<(ServerProcess, SocketAddr), CliError> {
+fn spawn_server(
+    backend: &str,
+    worker_threads: Option<usize>,
+    args: &Args,
+) -> Result<(ServerProcess, SocketAddr), CliError> {
     let exe = std::env::current_exe().map_err(|e| CliError::failed(e.to_string()))?;
-    let mut child = Command::new(exe)
-        .args([
-            "bench-server",
-            "--backend",
-            backend,
-            "--bind",
-            &args.bind.to_string(),
-        ])
+    let mut command = Command::new(exe);
+    command.args([
+        "bench-server",
+        "--backend",
+        backend,
+        "--bind",
+        &args.bind.to_string(),
+    ]);
+    // The server process runs on the same kind of runtime as the client.
+    if let Some(n) = worker_threads {
+        command.args(["--worker-threads", &n.to_string()]);
+    }
+    let mut child = command
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -112,7 +121,7 @@ pub async fn run(global: &crate::common::Global, args: Args, json: bool) -> Resu
     let (_server, addr) = match &args.to {
         Some(to) => (None, crate::resolve(to).await?),
         None => {
-            let (child, addr) = spawn_server(&global.backend, &args)?;
+            let (child, addr) = spawn_server(&global.backend, global.worker_threads, &args)?;
             (Some(child), addr)
         }
     };

@@ -34,6 +34,11 @@ pub struct Global {
     /// it needs a backend that hosts STOQ controllers (quinn, s2n, uring; quiche refuses).
     #[arg(long, global = true)]
     pub cc_trace: Option<PathBuf>,
+    /// Async runtime threads: 0 runs everything (application, QUIC engine, I/O) on the main
+    /// thread (tokio's current-thread runtime: no cross-thread wake-ups); N > 0 starts a
+    /// multi-threaded runtime with N workers; unset, one worker per CPU.
+    #[arg(long, global = true)]
+    pub worker_threads: Option<usize>,
 }
 
 /// Checks a file argument up front, so a missing file is reported as bad input with its

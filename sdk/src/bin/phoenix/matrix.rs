@@ -51,10 +51,16 @@ fn bench_err(e: stoq_bench::BenchError) -> CliError {
     }
 }
 
-pub async fn run(_global: &crate::common::Global, args: Args, json: bool) -> Result<(), CliError> {
+pub async fn run(global: &crate::common::Global, args: Args, json: bool) -> Result<(), CliError> {
     let exe = std::env::current_exe().map_err(|e| CliError::failed(e.to_string()))?;
-    let mut options =
-        MatrixOptions::new(vec![OsString::from(exe), OsString::from("matrix-server")]);
+    let mut server_command = vec![OsString::from(exe)];
+    // Server processes run on the same kind of runtime as this (client) process.
+    if let Some(n) = global.worker_threads {
+        server_command.push(OsString::from("--worker-threads"));
+        server_command.push(OsString::from(n.to_string()));
+    }
+    server_command.push(OsString::from("matrix-server"));
+    let mut options = MatrixOptions::new(server_command);
     if args.quick {
         options = MatrixOptions::quick(options.server_command.clone());
         options.scale = Scale::Quick;
