@@ -330,6 +330,7 @@ macro_rules! conformance_suite {
             keep_alive_prevents_idle_timeout, datagram_round_trip, oversized_datagram_rejected,
             datagrams_disabled_rejected, stats_agree_with_application, connect_no_listener_times_out,
             keying_material_export, falcon_mutual_auth_in_handshake, falcon_bad_certificates_fail,
+            falcon_mutual_auth_post_handshake, falcon_post_handshake_failures_close,
             impaired_path_delivers_intact, corrupted_packets_are_dropped, blackhole_is_survived,
             malformed_packets_ignored, handshake_flood_spares_connections,
             invalid_config_rejected,

@@ -42,7 +42,9 @@ pub enum Capability {
     KeepAlive,
     /// FALCON certificates carried inside the TLS handshake.
     FalconInHandshake,
-    /// FALCON authentication right after the handshake on a reserved stream.
+    /// FALCON authentication right after the handshake on a reserved stream
+    /// (`stoq_crypto::falcon::post_handshake`): the engine has unidirectional streams with
+    /// RFC 9000 stream IDs and [`KeyingMaterialExport`](Capability::KeyingMaterialExport).
     FalconPostHandshake,
     /// `close(code, reason)` sends the reason phrase and the peer's phrase is reported
     /// (s2n-quic sends the code only).

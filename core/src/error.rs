@@ -87,6 +87,78 @@ pub enum ConnectionError {
     /// is the engine's own).
     #[error("engine error: {0}")]
     Engine(String),
+    /// Post-handshake FALCON authentication of the peer failed on this side (see
+    /// `stoq_crypto::falcon::post_handshake`). This side has closed the connection with
+    /// [`FALCON_AUTH_CLOSE_CODE`], so the peer sees [`ConnectionError::ApplicationClosed`]
+    /// with that code. `failure` says which check failed; `detail` is the full explanation.
+    #[error("FALCON post-handshake authentication failed ({failure}): {detail}")]
+    FalconAuth {
+        /// Which check failed.
+        failure: FalconAuthFailure,
+        /// What exactly was wrong, e.g. the certificate's expiry date.
+        detail: String,
+    },
+}
+
+/// The application close code (`CONNECTION_CLOSE` of type 0x1d) a side sends when
+/// post-handshake FALCON authentication of its peer fails: `0x4641_4c43` (ASCII "FALC").
+///
+/// The side that detected the failure reports [`ConnectionError::FalconAuth`]; its peer sees
+/// [`ConnectionError::ApplicationClosed`] with this code and, where both engines have
+/// [`Capability::CloseReason`], a reason starting with `"FALCON authentication failed"`.
+/// Applications should not use this code for their own closes.
+pub const FALCON_AUTH_CLOSE_CODE: u64 = 0x4641_4c43;
+
+/// Which check of post-handshake FALCON authentication failed (in
+/// [`ConnectionError::FalconAuth`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum FalconAuthFailure {
+    /// The peer did not complete its part of the exchange within the time limit: it sent
+    /// nothing (e.g. it does not use the mechanism), too little, or never confirmed.
+    TimedOut,
+    /// What the peer sent is not a well-formed authentication message: not one at all,
+    /// an unknown version, truncated, larger than the limit, trailing bytes, an unexpected
+    /// verdict, or an application stream where the authentication stream must be.
+    Malformed,
+    /// The peer's certificate does not chain to a trusted FALCON anchor (unknown issuer,
+    /// a certificate signature that does not verify, unusable chain).
+    UntrustedCertificate,
+    /// The peer's certificate is expired or not yet valid.
+    CertificateExpired,
+    /// The peer's certificate is not valid for the expected name (the server name dialled).
+    WrongName,
+    /// The peer's certificate key is not a FALCON key, or the message names another
+    /// algorithm than the certificate's key.
+    WrongAlgorithm,
+    /// The peer's signature does not verify over this connection's transcript: tampered,
+    /// or made for another connection, role or ALPN.
+    BadSignature,
+    /// This side could not run the exchange (keying-material export or signing failed, or
+    /// streams were opened before authentication).
+    Local,
+}
+
+impl FalconAuthFailure {
+    /// A stable snake_case name for reports, and the suffix of the close reason.
+    pub const fn name(self) -> &'static str {
+        match self {
+            FalconAuthFailure::TimedOut => "timed_out",
+            FalconAuthFailure::Malformed => "malformed",
+            FalconAuthFailure::UntrustedCertificate => "untrusted_certificate",
+            FalconAuthFailure::CertificateExpired => "certificate_expired",
+            FalconAuthFailure::WrongName => "wrong_name",
+            FalconAuthFailure::WrongAlgorithm => "wrong_algorithm",
+            FalconAuthFailure::BadSignature => "bad_signature",
+            FalconAuthFailure::Local => "local",
+        }
+    }
+}
+
+impl std::fmt::Display for FalconAuthFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 impl ConnectionError {
@@ -109,6 +181,18 @@ impl ConnectionError {
                 ..
             }
         )
+    }
+
+    /// Whether the connection ended because post-handshake FALCON authentication failed:
+    /// this side's [`ConnectionError::FalconAuth`], or a close with
+    /// [`FALCON_AUTH_CLOSE_CODE`] by either side.
+    pub fn is_falcon_auth_failure(&self) -> bool {
+        match self {
+            ConnectionError::FalconAuth { .. } => true,
+            ConnectionError::ApplicationClosed { code, .. }
+            | ConnectionError::LocallyClosed { code, .. } => *code == FALCON_AUTH_CLOSE_CODE,
+            _ => false,
+        }
     }
 
     /// Builds the right variant from a QUIC transport error code (RFC 9000 section 20.1):

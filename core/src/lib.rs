@@ -57,7 +57,9 @@ pub use config::{
     TransportConfig,
 };
 pub use connection::{Connection, ConnectionHandle, Side};
-pub use error::{ConnectionError, DatagramError, Error, StreamError};
+pub use error::{
+    ConnectionError, DatagramError, Error, FalconAuthFailure, StreamError, FALCON_AUTH_CLOSE_CODE,
+};
 pub use stats::{ConnectionCounters, ConnectionStats, EndpointStats};
 pub use stream::{RecvStream, RecvStreamBackend, SendStream, SendStreamBackend, StreamId};
 pub use tls::{Identity, TlsMaterial};

@@ -135,6 +135,23 @@ pub enum CryptoError {
         /// The parser's complaint.
         detail: String,
     },
+    /// Bytes that should be a post-handshake FALCON authentication message
+    /// ([`crate::falcon::post_handshake::AuthMessage`]) are not one: wrong magic, unknown
+    /// version, truncated, inconsistent lengths or trailing bytes.
+    #[error("FALCON authentication message: malformed: {detail}")]
+    MalformedAuthMessage {
+        /// What is wrong with it.
+        detail: String,
+    },
+    /// A post-handshake FALCON authentication message is larger than the limit
+    /// ([`crate::falcon::post_handshake::MAX_AUTH_MESSAGE`]); it is refused before it is read.
+    #[error("FALCON authentication message: {size} bytes exceeds the limit of {max}")]
+    AuthMessageTooLarge {
+        /// The size announced or found.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
     /// No directory for the certificate store could be determined.
     #[error("no directory for STOQ's certificates: set STOQ_HOME to a writable directory")]
     NoStoreDir,

@@ -125,6 +125,10 @@ pub const CAPABILITIES: Capabilities = Capabilities::from_slice(&[
     Capability::KeepAlive,
     Capability::CloseReason,
     Capability::DialFromServer,
+    // BoringSSL cannot carry a FALCON chain in the handshake (`FalconInHandshake` is
+    // refused at bind), but post-handshake FALCON authentication needs only unidirectional
+    // streams and the exporter: stoq_crypto::falcon::post_handshake.
+    Capability::FalconPostHandshake,
 ]);
 
 /// The quiche engine.

@@ -112,6 +112,8 @@ async fn contracts_across_engines() {
         "oversized_datagram_rejected",
         "datagrams_disabled_rejected",
         "keying_material_export",
+        "falcon_mutual_auth_post_handshake",
+        "falcon_post_handshake_failures_close",
     ];
     let mut failures = Vec::new();
     for (client, server) in [(quiche(), quinn()), (quinn(), quiche())] {

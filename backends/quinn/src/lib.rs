@@ -57,6 +57,8 @@ pub const CAPABILITIES: Capabilities = Capabilities::from_slice(&[
     // rustls with stoq-crypto's FALCON provider: FALCON certificates authenticate both
     // sides inside the TLS 1.3 handshake.
     Capability::FalconInHandshake,
+    // Unidirectional streams and the TLS exporter: stoq_crypto::falcon::post_handshake.
+    Capability::FalconPostHandshake,
 ]);
 
 /// The quinn engine.

@@ -145,8 +145,9 @@ pub fn max_datagram_payload(path_mtu: u16) -> usize {
 /// Missing, and why: `CloseReason` (s2n-quic sends and reports codes only),
 /// `DialFromServer` (s2n-quic servers cannot dial), `StreamPriority` (no API in s2n-quic
 /// 1.91), `ZeroRtt` and `Migration` (not wired up: STOQ's configs disable 0-RTT and the
-/// adapter exposes no migration), `FalconPostHandshake` (not yet). `FalconInHandshake`:
-/// s2n-quic's rustls provider with stoq-crypto's FALCON provider.
+/// adapter exposes no migration). `FalconInHandshake`: s2n-quic's rustls provider with
+/// stoq-crypto's FALCON provider. `FalconPostHandshake`: unidirectional streams and the
+/// exporter (derived from the logged exporter secret, see `exporter.rs`) are all it needs.
 pub const CAPABILITIES: Capabilities = Capabilities::from_slice(&[
     Capability::Datagrams,
     Capability::CustomCongestionControl,
@@ -159,6 +160,7 @@ pub const CAPABILITIES: Capabilities = Capabilities::from_slice(&[
     Capability::PeerIdentity,
     Capability::KeepAlive,
     Capability::FalconInHandshake,
+    Capability::FalconPostHandshake,
 ]);
 
 /// The s2n-quic engine.

@@ -5,6 +5,7 @@ use std::time::Duration;
 use crate::Contract;
 
 mod datagrams;
+mod falcon_post;
 mod handshake;
 mod impaired;
 mod lifecycle;
@@ -80,6 +81,10 @@ pub static CONTRACTS: &[Contract] = &[
         "FALCON-512 certificates authenticate server and client inside the TLS 1.3 handshake"),
     contract!(handshake::falcon_bad_certificates_fail, 60,
         "an untrusted, expired, misnamed or tampered FALCON certificate fails with a certificate error"),
+    contract!(falcon_post::falcon_mutual_auth_post_handshake, 60,
+        "FALCON-512 certificates authenticate both sides right after the handshake; streams and datagrams work afterwards"),
+    contract!(falcon_post::falcon_post_handshake_failures_close, 120,
+        "a wrong exporter, role or ALPN, a tampered signature, a wrong OID, a bad certificate or no FALCON at all: typed error, distinct close code at the peer"),
     contract!(impaired::impaired_path_delivers_intact, 120,
         "3 % loss, reordering, duplication and jitter both ways: data arrives byte-exact under every built-in controller"),
     contract!(impaired::corrupted_packets_are_dropped, 120,

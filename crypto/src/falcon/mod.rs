@@ -1,4 +1,5 @@
-//! FALCON post-quantum signatures: keys, encodings, X.509 certificates and TLS 1.3.
+//! FALCON post-quantum signatures: keys, encodings, X.509 certificates and TLS 1.3, and
+//! [`post_handshake`] authentication for engines whose TLS stack cannot carry FALCON.
 //!
 //! The implementation is [fn-dsa] 0.3.0 (pure Rust) in its *original Falcon* mode
 //! (`HASH_ID_ORIGINAL_FALCON`): the Falcon round-3 scheme as PQClean, liboqs and the Open
@@ -40,6 +41,7 @@
 
 mod codec;
 mod keys;
+pub mod post_handshake;
 mod tls;
 mod x509;
 
