@@ -13,19 +13,9 @@ use crate::util::{drain_and_hash, payload, send_all, sha256, LOCALHOST_V6};
 use crate::{ensure, ContractResult, Failure, Harness, Outcome};
 
 /// Sends `bytes` on one unidirectional stream from client to server through an emulator
-/// with `up` and `down`, and checks that exactly those bytes arrived (SHA-256 at the
-/// receiver) on a connection that stayed open. Returns the emulator for its counters.
-async fn transfer_through(
-    h: &Harness,
-    up: Impairments,
-    down: Impairments,
-    bytes: usize,
-    seed: u64,
-) -> Result<Emulator, Failure> {
-    transfer_through_with(h, h.config.clone(), up, down, bytes, seed).await
-}
-
-/// [`transfer_through`] with `config` on both ends.
+/// with `up` and `down`, both ends configured with `config`, and checks that exactly those
+/// bytes arrived (SHA-256 at the receiver) on a connection that stayed open. Returns the
+/// emulator for its counters.
 async fn transfer_through_with(
     h: &Harness,
     config: TransportConfig,
@@ -61,6 +51,64 @@ async fn transfer_through_with(
     Ok(emu)
 }
 
+/// Every built-in congestion controller the backend runs: the engine's own NewReno, CUBIC
+/// and BBR and, where it hosts STOQ's controllers ([`Capability::CustomCongestionControl`]),
+/// STOQ's NewReno, CUBIC and BBRv3; each with `h.config` otherwise unchanged.
+fn every_controller(h: &Harness) -> Vec<(String, TransportConfig)> {
+    let mut implementations = vec![CongestionImplementation::Engine];
+    if h.capabilities()
+        .contains(Capability::CustomCongestionControl)
+    {
+        implementations.push(CongestionImplementation::Stoq);
+    }
+    let mut out = Vec::new();
+    for implementation in implementations {
+        for algorithm in [
+            CongestionAlgorithm::NewReno,
+            CongestionAlgorithm::Cubic,
+            CongestionAlgorithm::Bbr,
+        ] {
+            let mut config = h.config.clone();
+            config.congestion = CongestionConfig {
+                algorithm,
+                implementation,
+                custom: None,
+            };
+            out.push((format!("{algorithm:?} ({implementation:?})"), config));
+        }
+    }
+    out
+}
+
+/// Runs `transfer_through_with` once per controller of [`every_controller`], all at once
+/// (each on its own endpoints and emulator, seeds `seed`, `seed + 1`, ...), and gives each
+/// emulator to `check`. The first failure is returned, named after its controller.
+async fn transfer_per_controller(
+    h: &Harness,
+    up: Impairments,
+    down: Impairments,
+    bytes: usize,
+    seed: u64,
+    check: impl Fn(&Emulator) -> Result<(), Failure>,
+) -> ContractResult {
+    let runs = every_controller(h)
+        .into_iter()
+        .enumerate()
+        .map(|(i, (name, config))| {
+            let (up, down) = (up.clone(), down.clone());
+            async move {
+                let r = transfer_through_with(h, config, up, down, bytes, seed + i as u64).await;
+                (name, r)
+            }
+        });
+    for (name, result) in futures_util::future::join_all(runs).await {
+        result
+            .and_then(|emu| check(&emu))
+            .map_err(|f| Failure(format!("{name}: {}", f.0)))?;
+    }
+    Ok(Outcome::Passed)
+}
+
 /// 3 % random loss, 5 % reordering, 2 % duplication and 2 ms ± 1 ms of delay in both
 /// directions: 1 MiB arrives byte-exact under every built-in congestion controller, the
 /// engine's own (NewReno, CUBIC, BBR as the engine has them) and, where the backend hosts
@@ -76,58 +124,43 @@ pub async fn impaired_path_delivers_intact(h: Harness) -> ContractResult {
         duplicate: 0.02,
         ..Impairments::default()
     };
-    let mut implementations = vec![CongestionImplementation::Engine];
-    if h.capabilities()
-        .contains(Capability::CustomCongestionControl)
-    {
-        implementations.push(CongestionImplementation::Stoq);
-    }
     let mut seed = 0x1055;
-    for implementation in implementations {
-        for algorithm in [
-            CongestionAlgorithm::NewReno,
-            CongestionAlgorithm::Cubic,
-            CongestionAlgorithm::Bbr,
-        ] {
-            let mut config = h.config.clone();
-            config.congestion = CongestionConfig {
-                algorithm,
-                implementation,
-                custom: None,
-            };
-            seed += 1;
-            let emu = transfer_through_with(&h, config, path.clone(), path.clone(), 1 << 20, seed)
-                .await
-                .map_err(|f| Failure(format!("{algorithm:?} ({implementation:?}): {}", f.0)))?;
-            let lost = emu.up.dropped_loss.load(Relaxed) + emu.down.dropped_loss.load(Relaxed);
-            let dups = emu.up.duplicated.load(Relaxed) + emu.down.duplicated.load(Relaxed);
-            ensure!(
-                lost > 0 && dups > 0,
-                "{algorithm:?} ({implementation:?}): the emulator impaired nothing (lost \
-                 {lost}, duplicated {dups})"
-            );
-        }
+    for (name, config) in every_controller(&h) {
+        seed += 1;
+        let emu = transfer_through_with(&h, config, path.clone(), path.clone(), 1 << 20, seed)
+            .await
+            .map_err(|f| Failure(format!("{name}: {}", f.0)))?;
+        let lost = emu.up.dropped_loss.load(Relaxed) + emu.down.dropped_loss.load(Relaxed);
+        let dups = emu.up.duplicated.load(Relaxed) + emu.down.duplicated.load(Relaxed);
+        ensure!(
+            lost > 0 && dups > 0,
+            "{name}: the emulator impaired nothing (lost {lost}, duplicated {dups})"
+        );
     }
     Ok(Outcome::Passed)
 }
 
 /// 3 % of the datagrams in each direction have a byte flipped: QUIC's packet protection
 /// rejects them, and 2 MiB still arrive byte-exact (a corrupted packet is never delivered
-/// as data).
+/// as data), under every built-in congestion controller (as in
+/// [`impaired_path_delivers_intact`]; the controllers run at once, each on its own path).
 pub async fn corrupted_packets_are_dropped(h: Harness) -> ContractResult {
     let path = Impairments {
         corrupt: 0.03,
         ..Impairments::default()
     };
-    let emu = transfer_through(&h, path.clone(), path, 2 << 20, 0xc0ee).await?;
-    let corrupted = emu.up.corrupted.load(Relaxed) + emu.down.corrupted.load(Relaxed);
-    ensure!(corrupted > 0, "the emulator corrupted nothing");
-    Ok(Outcome::Passed)
+    transfer_per_controller(&h, path.clone(), path, 2 << 20, 0xc0ee, |emu| {
+        let corrupted = emu.up.corrupted.load(Relaxed) + emu.down.corrupted.load(Relaxed);
+        ensure!(corrupted > 0, "the emulator corrupted nothing");
+        Ok(())
+    })
+    .await
 }
 
 /// A 2-second blackhole in both directions in the middle of a transfer through a
 /// 40 Mbit/s bottleneck: the connection survives it (the idle timeout is longer) and
-/// 4 MiB arrive byte-exact.
+/// 4 MiB arrive byte-exact, under every built-in congestion controller (the controllers
+/// run at once, each on its own path).
 pub async fn blackhole_is_survived(h: Harness) -> ContractResult {
     ensure!(
         h.config.idle_timeout > Duration::from_secs(4),
@@ -148,11 +181,13 @@ pub async fn blackhole_is_survived(h: Harness) -> ContractResult {
         blackholes: vec![hole],
         ..Impairments::default()
     };
-    let emu = transfer_through(&h, up, down, 4 << 20, 0xb1ac).await?;
-    let dropped = emu.up.dropped_blackhole.load(Relaxed);
-    ensure!(
-        dropped > 0,
-        "nothing fell into the blackhole: the transfer ended before it began"
-    );
-    Ok(Outcome::Passed)
+    transfer_per_controller(&h, up, down, 4 << 20, 0xb1ac, |emu| {
+        let dropped = emu.up.dropped_blackhole.load(Relaxed);
+        ensure!(
+            dropped > 0,
+            "nothing fell into the blackhole: the transfer ended before it began"
+        );
+        Ok(())
+    })
+    .await
 }
