@@ -5,14 +5,18 @@
 //! applied here, between the two ends, the way netem would apply them on an interface
 //! (`tbf`/`htb` in a network namespace can add a kernel-side rate limit; this relay has
 //! its own). The client dials [`Emulator::addr`]; the relay forwards to the server from a
-//! socket of its own per client address, so the server sees the relay as its peer.
+//! socket of its own, so the server sees the relay as its peer. [`Emulator::start`] relays
+//! one client address at a time; [`Emulator::start_shared`] relays any number of clients,
+//! each from its own socket toward the server, through the *same* impairments: their
+//! datagrams share one bottleneck queue, as flows sharing a link do.
 //!
 //! Each direction is an [`Impairments`] set. For every datagram, in this order:
 //! 1. a **blackhole** interval drops everything;
 //! 2. **loss**: random (Bernoulli) or bursty (Gilbert–Elliott, [`GilbertElliott`]);
 //! 3. the **bottleneck**: with a [`rate`](Impairments::rate) the datagram waits its turn
 //!    behind what is queued (serialisation at that rate) and is dropped when the queue
-//!    already holds [`queue_bytes`](Impairments::queue_bytes) (tail drop);
+//!    already holds [`queue_bytes`](Impairments::queue_bytes) (tail drop); the wait is
+//!    recorded in the direction's [`QueueDelayHistogram`];
 //! 4. **delay** plus uniform **jitter** (jitter alone can reorder), and with probability
 //!    [`reorder`](Impairments::reorder) an extra [`reorder_delay`](Impairments::reorder_delay);
 //! 5. **duplication**: a second copy, impaired like the first from step 4 on;
@@ -25,7 +29,7 @@
 //! of course not reproducible to the microsecond; tokio's timer rounds to 1 ms.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, HashMap};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -161,6 +165,9 @@ pub enum DropReason {
 pub struct Delivery {
     /// Time from arrival to delivery.
     pub delay: Duration,
+    /// The part of `delay` spent waiting in the bottleneck queue behind earlier datagrams
+    /// (not counting this datagram's own serialisation); zero without a bottleneck.
+    pub queueing: Duration,
     /// Flip the byte at `corrupt_at % len` (None: deliver intact).
     pub corrupt_at: Option<usize>,
 }
@@ -229,9 +236,11 @@ impl Impairer {
             return Fate::Drop(DropReason::Loss);
         }
         let mut queued = Duration::ZERO;
+        let mut queueing = Duration::ZERO;
         if let Some(rate) = cfg.rate {
             let start = self.link_free_at.max(arrival);
             let backlog = start - arrival;
+            queueing = backlog;
             let backlog_bytes = (backlog.as_secs_f64() * rate as f64 / 8.0) as usize;
             if backlog_bytes + len > cfg.queue_bytes {
                 return Fate::Drop(DropReason::QueueFull);
@@ -247,6 +256,7 @@ impl Impairer {
             }
             Delivery {
                 delay,
+                queueing,
                 corrupt_at: (corrupt_draw < cfg.corrupt).then_some(pos),
             }
         };
@@ -255,6 +265,103 @@ impl Impairer {
             copies.push(copy(draws[6], draws[7], draws[8], corrupt_positions[1]));
         }
         Fate::Deliver(copies)
+    }
+}
+
+/// Width of one [`QueueDelayHistogram`] bin.
+pub const QUEUE_DELAY_BIN: Duration = Duration::from_micros(100);
+/// Bins of a [`QueueDelayHistogram`]: 0 to 1 s in 100 us steps; the last bin also holds
+/// every longer wait.
+pub const QUEUE_DELAY_BINS: usize = 10_000;
+
+/// How long datagrams waited in a direction's bottleneck queue ([`Delivery::queueing`]),
+/// one count per delivered copy, in bins of [`QUEUE_DELAY_BIN`]. Lock-free; a benchmark
+/// takes a [`snapshot`](Self::snapshot) at the start and at the end of its measurement
+/// and subtracts them ([`QueueDelaySnapshot::since`]). Only a direction with a
+/// [`rate`](Impairments::rate) records.
+#[derive(Debug)]
+pub struct QueueDelayHistogram {
+    bins: Vec<AtomicU64>,
+}
+
+impl Default for QueueDelayHistogram {
+    fn default() -> Self {
+        QueueDelayHistogram {
+            bins: (0..QUEUE_DELAY_BINS).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+}
+
+impl QueueDelayHistogram {
+    /// Counts one wait.
+    pub fn record(&self, wait: Duration) {
+        let bin = (wait.as_nanos() / QUEUE_DELAY_BIN.as_nanos()) as usize;
+        self.bins[bin.min(QUEUE_DELAY_BINS - 1)].fetch_add(1, Relaxed);
+    }
+
+    /// The counts so far.
+    pub fn snapshot(&self) -> QueueDelaySnapshot {
+        QueueDelaySnapshot {
+            counts: self.bins.iter().map(|b| b.load(Relaxed)).collect(),
+        }
+    }
+}
+
+/// The counts of a [`QueueDelayHistogram`] at one moment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueDelaySnapshot {
+    /// Count per bin of [`QUEUE_DELAY_BIN`].
+    pub counts: Vec<u64>,
+}
+
+impl QueueDelaySnapshot {
+    /// What was recorded after `earlier` (a snapshot of the same histogram).
+    pub fn since(&self, earlier: &QueueDelaySnapshot) -> QueueDelaySnapshot {
+        QueueDelaySnapshot {
+            counts: self
+                .counts
+                .iter()
+                .zip(&earlier.counts)
+                .map(|(a, b)| a.saturating_sub(*b))
+                .collect(),
+        }
+    }
+
+    /// Waits counted.
+    pub fn count(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    /// The `p`-th percentile (0..=100, nearest rank), as the middle of its bin; `None`
+    /// when nothing was counted.
+    pub fn percentile(&self, p: f64) -> Option<Duration> {
+        let n = self.count();
+        if n == 0 {
+            return None;
+        }
+        let rank = ((p / 100.0) * n as f64).ceil().clamp(1.0, n as f64) as u64;
+        let mut seen = 0;
+        for (i, c) in self.counts.iter().enumerate() {
+            seen += c;
+            if seen >= rank {
+                return Some(QUEUE_DELAY_BIN * i as u32 + QUEUE_DELAY_BIN / 2);
+            }
+        }
+        None
+    }
+
+    /// The mean wait (bin middles); `None` when nothing was counted.
+    pub fn mean(&self) -> Option<Duration> {
+        let n = self.count();
+        (n > 0).then(|| {
+            let sum: f64 = self
+                .counts
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (i as f64 + 0.5) * *c as f64)
+                .sum();
+            QUEUE_DELAY_BIN.mul_f64(sum / n as f64)
+        })
     }
 }
 
@@ -275,6 +382,8 @@ pub struct DirectionStats {
     pub duplicated: AtomicU64,
     /// Copies delivered with a flipped byte.
     pub corrupted: AtomicU64,
+    /// Waits in the bottleneck queue of delivered copies (only with a rate).
+    pub queue_delay: QueueDelayHistogram,
 }
 
 impl DirectionStats {
@@ -288,8 +397,43 @@ impl DirectionStats {
     }
 }
 
-/// A datagram waiting for its delivery time (earliest first; arrival order breaks ties).
-type Pending = Reverse<(Instant, u64, Vec<u8>)>;
+/// A datagram waiting for its delivery time (earliest first; arrival order breaks ties),
+/// with the index of the relay slot it belongs to.
+type Pending = Reverse<(Instant, u64, usize, Vec<u8>)>;
+
+/// A datagram on its way: delivery time, relay slot, bytes.
+type Queued = (Instant, usize, Vec<u8>);
+
+/// One relayed client: the relay's socket toward the server for it, and the client's
+/// current address.
+#[derive(Debug)]
+struct Slot {
+    back: Arc<UdpSocket>,
+    client: std::sync::Mutex<Option<SocketAddr>>,
+}
+
+/// The relay's clients. Locks are never held across an await.
+#[derive(Debug, Default)]
+struct Slots {
+    list: std::sync::RwLock<Vec<Arc<Slot>>>,
+    by_client: std::sync::Mutex<HashMap<SocketAddr, usize>>,
+}
+
+impl Slots {
+    fn get(&self, i: usize) -> Option<Arc<Slot>> {
+        self.list
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(i)
+            .cloned()
+    }
+
+    fn push(&self, slot: Slot) -> usize {
+        let mut list = self.list.write().unwrap_or_else(|p| p.into_inner());
+        list.push(Arc::new(slot));
+        list.len() - 1
+    }
+}
 
 /// A running relay (see the module documentation). Dropping it stops every task.
 #[derive(Debug)]
@@ -299,14 +443,99 @@ pub struct Emulator {
     pub up: Arc<DirectionStats>,
     /// Server to client.
     pub down: Arc<DirectionStats>,
-    tasks: Vec<JoinHandle<()>>,
+    tasks: Arc<std::sync::Mutex<Vec<JoinHandle<()>>>>,
 }
 
 impl Drop for Emulator {
     fn drop(&mut self) {
-        for t in &self.tasks {
+        for t in self.tasks.lock().unwrap_or_else(|p| p.into_inner()).iter() {
             t.abort();
         }
+    }
+}
+
+/// Everything a relay task needs.
+struct Relay {
+    server: SocketAddr,
+    loopback: SocketAddr,
+    front: Arc<UdpSocket>,
+    slots: Slots,
+    start: Instant,
+    up_stats: Arc<DirectionStats>,
+    down_stats: Arc<DirectionStats>,
+    /// Shared by every slot's server-side receiver (one bottleneck per direction).
+    down: std::sync::Mutex<Impairer>,
+    up_tx: mpsc::UnboundedSender<Queued>,
+    down_tx: mpsc::UnboundedSender<Queued>,
+    tasks: Arc<std::sync::Mutex<Vec<JoinHandle<()>>>>,
+    /// Every client address gets a slot of its own ([`Emulator::start_shared`]).
+    shared: bool,
+}
+
+impl Relay {
+    /// A new slot: a socket toward the server and a task receiving the server's datagrams
+    /// on it.
+    fn add_slot(self: &Arc<Self>, client: Option<SocketAddr>) -> io::Result<usize> {
+        let std_socket = std::net::UdpSocket::bind(self.loopback)?;
+        std_socket.connect(self.server)?;
+        std_socket.set_nonblocking(true)?;
+        let back = Arc::new(UdpSocket::from_std(std_socket)?);
+        let index = self.slots.push(Slot {
+            back: back.clone(),
+            client: std::sync::Mutex::new(client),
+        });
+        let relay = self.clone();
+        let task = tokio::spawn(async move {
+            let mut buf = vec![0u8; 65536];
+            loop {
+                match back.recv(&mut buf).await {
+                    Ok(n) => {
+                        let mut impairer = relay.down.lock().unwrap_or_else(|p| p.into_inner());
+                        schedule(
+                            &mut impairer,
+                            &relay.down_stats,
+                            relay.start,
+                            index,
+                            &buf[..n],
+                            &relay.down_tx,
+                        );
+                    }
+                    // ICMP port unreachable from a server that is gone: keep going.
+                    Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => continue,
+                    Err(_) => return,
+                }
+            }
+        });
+        self.tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(task);
+        Ok(index)
+    }
+
+    /// The slot for a datagram from `from`, made if needed.
+    fn slot_for(self: &Arc<Self>, from: SocketAddr) -> io::Result<usize> {
+        if !self.shared {
+            let slot = self.slots.get(0).expect("made at start");
+            *slot.client.lock().unwrap_or_else(|p| p.into_inner()) = Some(from);
+            return Ok(0);
+        }
+        if let Some(i) = self
+            .slots
+            .by_client
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&from)
+        {
+            return Ok(*i);
+        }
+        let i = self.add_slot(Some(from))?;
+        self.slots
+            .by_client
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(from, i);
+        Ok(i)
     }
 }
 
@@ -314,13 +543,36 @@ impl Emulator {
     /// Starts a relay in front of `server`: the client side listens on loopback (the
     /// server's address family), `up` impairs client→server datagrams, `down`
     /// server→client, both seeded from `seed`. One client address at a time is relayed;
-    /// a datagram from another address replaces it as the client. Must run in a tokio
-    /// runtime.
+    /// a datagram from another address replaces it as the client (the server keeps seeing
+    /// the same relay address). Must run in a tokio runtime.
     pub async fn start(
         server: SocketAddr,
         up: Impairments,
         down: Impairments,
         seed: u64,
+    ) -> io::Result<Emulator> {
+        Self::start_with(server, up, down, seed, false).await
+    }
+
+    /// Like [`start`](Self::start), but every client address is relayed from a socket of
+    /// its own toward the server (so the server sees one peer per client), and all
+    /// clients' datagrams go through the same two [`Impairer`]s: one bottleneck queue per
+    /// direction shared by every flow, like flows sharing a link.
+    pub async fn start_shared(
+        server: SocketAddr,
+        up: Impairments,
+        down: Impairments,
+        seed: u64,
+    ) -> io::Result<Emulator> {
+        Self::start_with(server, up, down, seed, true).await
+    }
+
+    async fn start_with(
+        server: SocketAddr,
+        up: Impairments,
+        down: Impairments,
+        seed: u64,
+        shared: bool,
     ) -> io::Result<Emulator> {
         for (dir, cfg) in [("up", &up), ("down", &down)] {
             cfg.validate()
@@ -332,74 +584,83 @@ impl Emulator {
             "[::1]:0".parse().expect("literal")
         };
         let front = Arc::new(UdpSocket::bind(loopback).await?);
-        let back = Arc::new(UdpSocket::bind(loopback).await?);
-        back.connect(server).await?;
         let addr = front.local_addr()?;
-        let start = Instant::now();
-        let (up_stats, down_stats) = (
-            Arc::new(DirectionStats::default()),
-            Arc::new(DirectionStats::default()),
-        );
-        // Never held across an await.
-        let client: Arc<std::sync::Mutex<Option<SocketAddr>>> = Arc::default();
-
-        let (up_tx, up_rx) = mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
-        let (down_tx, down_rx) = mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
-        let mut tasks = Vec::new();
-
+        let (up_tx, up_rx) = mpsc::unbounded_channel::<Queued>();
+        let (down_tx, down_rx) = mpsc::unbounded_channel::<Queued>();
+        let tasks: Arc<std::sync::Mutex<Vec<JoinHandle<()>>>> = Arc::default();
+        let relay = Arc::new(Relay {
+            server,
+            loopback,
+            front: front.clone(),
+            slots: Slots::default(),
+            start: Instant::now(),
+            up_stats: Arc::new(DirectionStats::default()),
+            down_stats: Arc::new(DirectionStats::default()),
+            down: std::sync::Mutex::new(Impairer::new(down, seed ^ 0x5eed_d0e5)),
+            up_tx,
+            down_tx,
+            tasks: tasks.clone(),
+            shared,
+        });
+        if !shared {
+            relay.add_slot(None)?;
+        }
+        let mut spawned = Vec::new();
         // Client -> relay: decide, queue for delivery to the server.
-        tasks.push(tokio::spawn({
-            let (front, client, stats) = (front.clone(), client.clone(), up_stats.clone());
+        spawned.push(tokio::spawn({
+            let relay = relay.clone();
             let mut impairer = Impairer::new(up, seed);
             async move {
                 let mut buf = vec![0u8; 65536];
-                while let Ok((n, from)) = front.recv_from(&mut buf).await {
-                    *client.lock().unwrap_or_else(|p| p.into_inner()) = Some(from);
-                    schedule(&mut impairer, &stats, start, &buf[..n], &up_tx);
+                while let Ok((n, from)) = relay.front.recv_from(&mut buf).await {
+                    let Ok(slot) = relay.slot_for(from) else {
+                        continue;
+                    };
+                    schedule(
+                        &mut impairer,
+                        &relay.up_stats,
+                        relay.start,
+                        slot,
+                        &buf[..n],
+                        &relay.up_tx,
+                    );
                 }
             }
         }));
-        // Server -> relay: decide, queue for delivery to the client.
-        tasks.push(tokio::spawn({
-            let (back, stats) = (back.clone(), down_stats.clone());
-            let mut impairer = Impairer::new(down, seed ^ 0x5eed_d0e5);
-            async move {
-                let mut buf = vec![0u8; 65536];
-                loop {
-                    match back.recv(&mut buf).await {
-                        Ok(n) => schedule(&mut impairer, &stats, start, &buf[..n], &down_tx),
-                        // ICMP port unreachable from a server that is gone: keep going.
-                        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => continue,
-                        Err(_) => return,
+        spawned.push(tokio::spawn(deliver(up_rx, {
+            let relay = relay.clone();
+            move |slot: usize, d: Vec<u8>| {
+                let slot = relay.slots.get(slot);
+                async move {
+                    if let Some(slot) = slot {
+                        let _ = slot.back.send(&d).await;
                     }
                 }
             }
-        }));
-        tasks.push(tokio::spawn(deliver(up_rx, {
-            let back = back.clone();
-            move |d: Vec<u8>| {
-                let back = back.clone();
-                async move {
-                    let _ = back.send(&d).await;
-                }
-            }
         })));
-        tasks.push(tokio::spawn(deliver(down_rx, {
-            let (front, client) = (front.clone(), client.clone());
-            move |d: Vec<u8>| {
-                let (front, client) = (front.clone(), client.clone());
+        spawned.push(tokio::spawn(deliver(down_rx, {
+            let relay = relay.clone();
+            move |slot: usize, d: Vec<u8>| {
+                let to = relay
+                    .slots
+                    .get(slot)
+                    .and_then(|s| *s.client.lock().unwrap_or_else(|p| p.into_inner()));
+                let front = relay.front.clone();
                 async move {
-                    let to = *client.lock().unwrap_or_else(|p| p.into_inner());
                     if let Some(to) = to {
                         let _ = front.send_to(&d, to).await;
                     }
                 }
             }
         })));
+        tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(spawned);
         Ok(Emulator {
             addr,
-            up: up_stats,
-            down: down_stats,
+            up: relay.up_stats.clone(),
+            down: relay.down_stats.clone(),
             tasks,
         })
     }
@@ -410,16 +671,19 @@ impl Emulator {
     }
 }
 
-/// Applies `impairer`'s decision to one datagram and queues its copies.
+/// Applies `impairer`'s decision to one datagram of relay slot `slot` and queues its
+/// copies.
 fn schedule(
     impairer: &mut Impairer,
     stats: &DirectionStats,
     start: Instant,
+    slot: usize,
     datagram: &[u8],
-    out: &mpsc::UnboundedSender<(Instant, Vec<u8>)>,
+    out: &mpsc::UnboundedSender<Queued>,
 ) {
     stats.received.fetch_add(1, Relaxed);
     let now = Instant::now();
+    let rated = impairer.cfg.rate.is_some();
     match impairer.decide(now - start, datagram.len()) {
         Fate::Drop(reason) => stats.count_drop(reason),
         Fate::Deliver(copies) => {
@@ -434,26 +698,29 @@ fn schedule(
                     stats.corrupted.fetch_add(1, Relaxed);
                 }
                 stats.delivered.fetch_add(1, Relaxed);
-                let _ = out.send((now + c.delay, d));
+                if rated {
+                    stats.queue_delay.record(c.queueing);
+                }
+                let _ = out.send((now + c.delay, slot, d));
             }
         }
     }
 }
 
 /// Sends each queued datagram at its time, earliest first.
-async fn deliver<F, Fut>(mut rx: mpsc::UnboundedReceiver<(Instant, Vec<u8>)>, send: F)
+async fn deliver<F, Fut>(mut rx: mpsc::UnboundedReceiver<Queued>, send: F)
 where
-    F: Fn(Vec<u8>) -> Fut,
+    F: Fn(usize, Vec<u8>) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
     let mut heap: BinaryHeap<Pending> = BinaryHeap::new();
     let mut seq = 0u64;
     loop {
-        let next = heap.peek().map(|Reverse((at, _, _))| *at);
+        let next = heap.peek().map(|Reverse((at, _, _, _))| *at);
         tokio::select! {
             item = rx.recv() => match item {
-                Some((at, d)) => {
-                    heap.push(Reverse((at, seq, d)));
+                Some((at, slot, d)) => {
+                    heap.push(Reverse((at, seq, slot, d)));
                     seq += 1;
                 }
                 None if heap.is_empty() => return,
@@ -466,9 +733,9 @@ where
                 }
             } => {
                 let now = Instant::now();
-                while heap.peek().is_some_and(|Reverse((at, _, _))| *at <= now) {
-                    let Reverse((_, _, d)) = heap.pop().expect("peeked");
-                    send(d).await;
+                while heap.peek().is_some_and(|Reverse((at, _, _, _))| *at <= now) {
+                    let Reverse((_, _, slot, d)) = heap.pop().expect("peeked");
+                    send(slot, d).await;
                 }
             }
         }
@@ -499,6 +766,7 @@ mod tests {
                 f,
                 Fate::Deliver(vec![Delivery {
                     delay: Duration::ZERO,
+                    queueing: Duration::ZERO,
                     corrupt_at: None
                 }])
             );
@@ -624,6 +892,41 @@ mod tests {
                 assert!(c[0].delay <= Duration::from_millis(11), "{:?}", c[0].delay);
             }
         }
+    }
+
+    #[test]
+    fn queueing_is_the_wait_behind_earlier_datagrams() {
+        // 10 Mbit/s, 1250-byte datagrams (1 ms each) arriving 4 at once: they wait 0, 1,
+        // 2 and 3 ms behind each other; the delay adds their own 1 ms serialisation.
+        let cfg = Impairments {
+            rate: Some(10_000_000),
+            queue_bytes: 100 * 1250,
+            delay: Duration::from_millis(5),
+            ..Impairments::default()
+        };
+        let mut imp = Impairer::new(cfg, 1);
+        let hist = QueueDelayHistogram::default();
+        for k in 0..4u32 {
+            let Fate::Deliver(c) = imp.decide(Duration::ZERO, 1250) else {
+                panic!("nothing is lost")
+            };
+            assert_eq!(c[0].queueing, Duration::from_millis(u64::from(k)));
+            assert_eq!(c[0].delay, Duration::from_millis(u64::from(k) + 1 + 5));
+            hist.record(c[0].queueing);
+        }
+        let snap = hist.snapshot();
+        assert_eq!(snap.count(), 4);
+        // Bin middles: 0.05, 1.05, 2.05, 3.05 ms.
+        assert_eq!(snap.percentile(50.0), Some(Duration::from_micros(1050)));
+        assert_eq!(snap.percentile(100.0), Some(Duration::from_micros(3050)));
+        assert_eq!(snap.mean(), Some(Duration::from_micros(1550)));
+        let empty = QueueDelayHistogram::default().snapshot();
+        assert_eq!(snap.since(&snap).count(), 0);
+        assert_eq!(snap.since(&empty), snap);
+        assert_eq!(empty.percentile(50.0), None);
+        // A wait beyond the last bin lands in it.
+        hist.record(Duration::from_secs(5));
+        assert_eq!(hist.snapshot().since(&snap).counts[QUEUE_DELAY_BINS - 1], 1);
     }
 
     #[test]
@@ -754,6 +1057,75 @@ mod tests {
         // unless it hit the lowest byte (a quarter of the flips), so most corruptions
         // are visible as values out of range.
         assert!(intact < got.len() as u64, "corruption not visible");
+        drop(emu);
+        echo.abort();
+    }
+    /// The shared relay: two clients each get their own relay socket toward the server
+    /// (the server sees two peers), each gets its own echoes back, and both go through
+    /// one bottleneck (its queue-delay histogram counts the datagrams of both).
+    #[tokio::test]
+    async fn the_shared_relay_keeps_clients_apart_behind_one_bottleneck() {
+        let server = UdpSocket::bind("[::1]:0").await.unwrap();
+        let server_addr = server.local_addr().unwrap();
+        let peers = Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
+        let echo = tokio::spawn({
+            let peers = peers.clone();
+            async move {
+                let mut buf = vec![0u8; 2048];
+                while let Ok((n, from)) = server.recv_from(&mut buf).await {
+                    peers.lock().unwrap().insert(from);
+                    let _ = server.send_to(&buf[..n], from).await;
+                }
+            }
+        });
+        let up = Impairments {
+            rate: Some(8_000_000),
+            queue_bytes: 1_000_000,
+            ..Impairments::default()
+        };
+        let emu = Emulator::start_shared(server_addr, up, Impairments::default(), 1)
+            .await
+            .unwrap();
+        let n = 50u32;
+        let mut clients = Vec::new();
+        for tag in [1u8, 2u8] {
+            let c = UdpSocket::bind("[::1]:0").await.unwrap();
+            c.connect(emu.addr()).await.unwrap();
+            clients.push((tag, c));
+        }
+        // 100 datagrams of 1000 B at 8 Mbit/s take 100 ms to drain: the later ones wait.
+        for i in 0..n {
+            for (tag, c) in &clients {
+                let mut d = vec![*tag; 1000];
+                d[..4].copy_from_slice(&i.to_be_bytes());
+                c.send(&d).await.unwrap();
+            }
+            // Let the relay drain its socket: a burst of 100 would overflow the
+            // default receive buffer (about 90 datagrams of this size on loopback).
+            if i % 10 == 9 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+        for (tag, c) in &clients {
+            let mut buf = [0u8; 2048];
+            for _ in 0..n {
+                let k = tokio::time::timeout(Duration::from_secs(2), c.recv(&mut buf))
+                    .await
+                    .expect("an echo within 2 s")
+                    .unwrap();
+                assert_eq!(k, 1000);
+                assert_eq!(buf[500], *tag, "an echo went to the wrong client");
+            }
+        }
+        assert_eq!(
+            peers.lock().unwrap().len(),
+            2,
+            "the server saw one peer per client"
+        );
+        let q = emu.up.queue_delay.snapshot();
+        assert_eq!(q.count(), u64::from(2 * n));
+        let p95 = q.percentile(95.0).unwrap();
+        assert!(p95 > Duration::from_millis(60), "p95 wait {p95:?}");
         drop(emu);
         echo.abort();
     }
