@@ -290,6 +290,7 @@ impl PhoenixBuilder {
                     None => Vec::new(),
                 },
                 require_client_auth: false,
+                identity_source: None,
             },
             CertSource::Material(m) => m,
         };
