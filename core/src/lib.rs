@@ -62,7 +62,7 @@ pub use error::{
 };
 pub use stats::{ConnectionCounters, ConnectionStats, EndpointStats};
 pub use stream::{RecvStream, RecvStreamBackend, SendStream, SendStreamBackend, StreamId};
-pub use tls::{Identity, TlsMaterial};
+pub use tls::{Identity, IdentitySource, TlsMaterial};
 pub use transport::{Backend, EndpointRole, EndpointSpec, Transport};
 
 /// Re-exported so backends and applications name the same DER types.

@@ -29,6 +29,20 @@ impl fmt::Debug for Identity {
     }
 }
 
+/// Where an endpoint gets the identity for each new handshake when that identity changes
+/// while the endpoint runs (certificate rotation), e.g. `stoq_crypto::RotatingIdentity`.
+///
+/// Backends whose TLS stack chooses the certificate per handshake (rustls: quinn, s2n-quic,
+/// io_uring through `stoq_crypto::server_config` / `client_config`) call
+/// [`current`](Self::current) at the start of every handshake; connections already
+/// established keep the certificate they were authenticated with. Backends that cannot
+/// (quiche) use [`TlsMaterial::identity`] as it was when the endpoint was bound.
+pub trait IdentitySource: Send + Sync + fmt::Debug {
+    /// The identity a handshake starting now presents. Called once per handshake: it must
+    /// be cheap when nothing changed. An error fails that handshake only (and is logged).
+    fn current(&self) -> Result<Identity, crate::Error>;
+}
+
 /// Everything a backend needs for TLS on one endpoint.
 #[derive(Clone, Debug, Default)]
 pub struct TlsMaterial {
@@ -39,4 +53,9 @@ pub struct TlsMaterial {
     pub roots: Vec<CertificateDer<'static>>,
     /// Whether a server demands and verifies a client certificate against `roots`.
     pub require_client_auth: bool,
+    /// If set, the identity for each new handshake comes from here (rotation) instead of
+    /// [`identity`](Self::identity), which should then hold the source's identity at the
+    /// time the material was made (backends that cannot rotate use it, and it keeps
+    /// "has an identity" checks meaningful).
+    pub identity_source: Option<Arc<dyn IdentitySource>>,
 }

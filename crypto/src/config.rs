@@ -63,7 +63,14 @@ pub fn provider() -> Arc<CryptoProvider> {
 ///   one of `material.roots` ([`CryptoError::NoRoots`] if there are none); otherwise no
 ///   client certificate is requested.
 /// * 0-RTT stays disabled (`max_early_data_size` is 0).
+/// * With `material.identity_source` (rotation, e.g. [`crate::RotatingIdentity`]) the
+///   identity is asked from it at the start of every handshake instead
+///   ([`crate::IdentityResolver`]); `material.identity` is then not used, and the source's
+///   first identity must load (checked here).
 pub fn server_config(material: &TlsMaterial, alpn: &[String]) -> Result<ServerConfig, CryptoError> {
+    if material.identity_source.is_some() {
+        return server_config_with(crate::falcon::falcon_provider(), material, alpn);
+    }
     let identity = material.identity.as_ref().ok_or(CryptoError::NoIdentity)?;
     if crate::falcon::is_falcon_key(&identity.key) {
         return crate::falcon::falcon_server_config(material, alpn);
@@ -78,13 +85,22 @@ pub(crate) fn server_config_with(
     material: &TlsMaterial,
     alpn: &[String],
 ) -> Result<ServerConfig, CryptoError> {
-    let identity = material.identity.as_ref().ok_or(CryptoError::NoIdentity)?;
-    let certified = certified_key_with(
-        &provider,
-        identity,
-        "the identity's leaf certificate",
-        "the identity's private key",
-    )?;
+    let resolver: Arc<dyn rustls::server::ResolvesServerCert> = match &material.identity_source {
+        Some(source) => Arc::new(crate::rotation::IdentityResolver::new(
+            provider.clone(),
+            source.clone(),
+        )?),
+        None => {
+            let identity = material.identity.as_ref().ok_or(CryptoError::NoIdentity)?;
+            let certified = certified_key_with(
+                &provider,
+                identity,
+                "the identity's leaf certificate",
+                "the identity's private key",
+            )?;
+            Arc::new(SingleCertAndKey::from(certified))
+        }
+    };
     let builder =
         ServerConfig::builder_with_provider(provider.clone()).with_protocol_versions(TLS13_ONLY)?;
     let builder = if material.require_client_auth {
@@ -101,7 +117,7 @@ pub(crate) fn server_config_with(
     } else {
         builder.with_no_client_auth()
     };
-    let mut config = builder.with_cert_resolver(Arc::new(SingleCertAndKey::from(certified)));
+    let mut config = builder.with_cert_resolver(resolver);
     config.alpn_protocols = alpn_bytes(alpn);
     config.ignore_client_order = true;
     config.max_early_data_size = 0;
@@ -118,7 +134,8 @@ pub(crate) fn server_config_with(
 ///   usable CA certificate).
 /// * ALPN protocols are `alpn`, in that order of preference.
 /// * If `material.identity` is present it is offered as the client certificate (mutual
-///   authentication; its key must match its leaf), otherwise none is sent.
+///   authentication; its key must match its leaf), otherwise none is sent. With
+///   `material.identity_source`, the certificate is asked from it at every handshake.
 /// * Early data stays disabled.
 pub fn client_config(material: &TlsMaterial, alpn: &[String]) -> Result<ClientConfig, CryptoError> {
     client_config_with(crate::falcon::falcon_provider(), material, alpn)
@@ -148,8 +165,11 @@ pub(crate) fn client_config_with(
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(TLS13_ONLY)?
         .with_root_certificates(roots);
-    let mut config = match &material.identity {
-        Some(identity) => {
+    let mut config = match (&material.identity_source, &material.identity) {
+        (Some(source), _) => builder.with_client_cert_resolver(Arc::new(
+            crate::rotation::IdentityResolver::new(provider.clone(), source.clone())?,
+        )),
+        (None, Some(identity)) => {
             // Check first: a mismatch gets a clear KeyMismatch rather than a rustls error.
             certified_key_with(
                 &provider,
@@ -159,7 +179,7 @@ pub(crate) fn client_config_with(
             )?;
             builder.with_client_auth_cert(identity.cert_chain.clone(), identity.key.clone_key())?
         }
-        None => builder.with_no_client_auth(),
+        (None, None) => builder.with_no_client_auth(),
     };
     config.alpn_protocols = alpn_bytes(alpn);
     config.enable_early_data = false;
@@ -184,25 +204,8 @@ pub(crate) fn root_store(roots: &[CertificateDer<'static>]) -> Result<RootCertSt
     Ok(store)
 }
 
-/// Loads the identity's key with [`provider()`] and checks it matches the leaf.
-pub(crate) fn certified_key(identity: &Identity) -> Result<CertifiedKey, CryptoError> {
-    certified_key_from(
-        identity,
-        "the identity's leaf certificate",
-        "the identity's private key",
-    )
-}
-
-/// Like [`certified_key`], naming the certificate's and key's origins in errors.
-pub(crate) fn certified_key_from(
-    identity: &Identity,
-    cert_origin: &str,
-    key_origin: &str,
-) -> Result<CertifiedKey, CryptoError> {
-    certified_key_with(&provider(), identity, cert_origin, key_origin)
-}
-
-/// Like [`certified_key_from`], loading the key with `provider`'s key provider.
+/// Loads the identity's key with `provider`'s key provider and checks it matches the leaf;
+/// a mismatch is [`CryptoError::KeyMismatch`] naming `cert_origin` and `key_origin`.
 pub(crate) fn certified_key_with(
     provider: &CryptoProvider,
     identity: &Identity,

@@ -12,7 +12,12 @@
 //!   and the problem.
 //! * [`CertStore`]: self-managing certificates: a local development CA created on first use
 //!   and leaf certificates it issues, stored with private permissions and rotated before
-//!   they expire. [`ephemeral_material`] does the same in memory for tests and benchmarks.
+//!   they expire; the same for FALCON (a FALCON CA and leaves, [`CertStore::falcon_material`]
+//!   with a trust store mixing both CAs). [`ephemeral_material`] does the same in memory for
+//!   tests and benchmarks.
+//! * [`RotatingIdentity`] / [`IdentityResolver`]: rotation without restarting: set
+//!   `TlsMaterial::identity_source` ([`CertStore::rotating_material`]) and every new
+//!   handshake gets the store's current leaf; established connections keep theirs.
 //!
 //! * [`falcon`]: FALCON post-quantum identity: keys and their encodings, FALCON-signed
 //!   X.509 certificates, and the rustls pieces that carry them in a TLS 1.3 handshake.
@@ -26,15 +31,17 @@ mod config;
 mod error;
 pub mod falcon;
 mod pem;
+mod rotation;
 mod store;
 mod x509;
 
 pub use config::{classical_client_config, client_config, provider, server_config};
 pub use error::CryptoError;
 pub use pem::{load_identity, load_roots};
+pub use rotation::{IdentityResolver, LeafKind, RotatingIdentity};
 pub use store::{
-    ephemeral_material, CertStore, LocalCa, CA_COMMON_NAME, CA_VALIDITY, LEAF_RENEW_BEFORE,
-    LEAF_VALIDITY,
+    ephemeral_material, CertStore, LocalCa, CA_COMMON_NAME, CA_VALIDITY, FALCON_CA_COMMON_NAME,
+    LEAF_RENEW_BEFORE, LEAF_VALIDITY,
 };
 
 /// The rustls version this crate builds configurations for, re-exported so backends use

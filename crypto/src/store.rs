@@ -19,9 +19,11 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use sha2::{Digest, Sha256};
 use stoq_core::{Identity, TlsMaterial};
 
-use crate::config::{certified_key, provider, root_store};
+use crate::config::{certified_key_with, provider, root_store};
 use crate::error::fmt_time;
+use crate::falcon::{falcon_provider, FalconCa, FalconLevel, FalconSecretKey};
 use crate::pem::{file_err, load_identity, read_certs, read_key};
+use crate::rotation::{LeafKind, RotatingIdentity};
 use crate::{x509, CryptoError};
 
 /// The common name of the local development CA.
@@ -32,6 +34,9 @@ pub const CA_VALIDITY: Duration = Duration::from_secs(3650 * 24 * 3600);
 pub const LEAF_VALIDITY: Duration = Duration::from_secs(90 * 24 * 3600);
 /// A stored leaf is reissued when it would expire within this window: 30 days.
 pub const LEAF_RENEW_BEFORE: Duration = Duration::from_secs(30 * 24 * 3600);
+/// The common name of the store's FALCON CA, followed by ` instance <16 hex digits>`
+/// (random per CA, as for the classical CA's organizational unit).
+pub const FALCON_CA_COMMON_NAME: &str = "STOQ local FALCON CA";
 
 /// Certificates are back-dated by this much to tolerate clocks that run slightly behind.
 pub(crate) const BACKDATE: Duration = Duration::from_secs(5 * 60);
@@ -238,35 +243,53 @@ impl LocalCa {
         names: &[String],
         remaining: Duration,
     ) -> Result<(), String> {
-        certified_key(identity).map_err(|e| e.to_string())?;
-        let roots = root_store(std::slice::from_ref(&self.cert)).map_err(|e| e.to_string())?;
-        let verifier = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
-            .build()
-            .map_err(|e| e.to_string())?;
-        let now = SystemTime::now();
-        let (leaf, intermediates) = identity
-            .cert_chain
-            .split_first()
-            .ok_or("empty certificate chain")?;
-        for (when, label) in [(now, "now"), (now + remaining, "in the renewal window")] {
-            let at = UnixTime::since_unix_epoch(
-                when.duration_since(SystemTime::UNIX_EPOCH)
-                    .map_err(|e| e.to_string())?,
-            );
-            for name in names {
-                // A wildcard name is checked with a label it must cover.
-                let probe = match name.strip_prefix("*.") {
-                    Some(rest) => format!("stoq-probe.{rest}"),
-                    None => name.clone(),
-                };
-                let server_name = ServerName::try_from(probe).map_err(|e| e.to_string())?;
-                verifier
-                    .verify_server_cert(leaf, intermediates, &server_name, &[], at)
-                    .map_err(|e| format!("not valid for {name} {label}: {e}"))?;
-            }
-        }
-        Ok(())
+        check_leaf_of(provider(), &self.cert, identity, names, remaining)
     }
+}
+
+/// Ok if `identity` is a leaf issued by `ca_cert` for every name in `names`, valid now and
+/// still valid `remaining` from now, with a key that `provider` loads and that matches.
+fn check_leaf_of(
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    ca_cert: &CertificateDer<'static>,
+    identity: &Identity,
+    names: &[String],
+    remaining: Duration,
+) -> Result<(), String> {
+    certified_key_with(
+        &provider,
+        identity,
+        "the identity's leaf certificate",
+        "the identity's private key",
+    )
+    .map_err(|e| e.to_string())?;
+    let roots = root_store(std::slice::from_ref(ca_cert)).map_err(|e| e.to_string())?;
+    let verifier = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let now = SystemTime::now();
+    let (leaf, intermediates) = identity
+        .cert_chain
+        .split_first()
+        .ok_or("empty certificate chain")?;
+    for (when, label) in [(now, "now"), (now + remaining, "in the renewal window")] {
+        let at = UnixTime::since_unix_epoch(
+            when.duration_since(SystemTime::UNIX_EPOCH)
+                .map_err(|e| e.to_string())?,
+        );
+        for name in names {
+            // A wildcard name is checked with a label it must cover.
+            let probe = match name.strip_prefix("*.") {
+                Some(rest) => format!("stoq-probe.{rest}"),
+                None => name.clone(),
+            };
+            let server_name = ServerName::try_from(probe).map_err(|e| e.to_string())?;
+            verifier
+                .verify_server_cert(leaf, intermediates, &server_name, &[], at)
+                .map_err(|e| format!("not valid for {name} {label}: {e}"))?;
+        }
+    }
+    Ok(())
 }
 
 /// Canonical names: IP addresses in their canonical text form, DNS names lower-cased without
@@ -316,7 +339,10 @@ fn pem_encode(label: &str, der: &[u8]) -> String {
 
 /// A directory of self-managed TLS material: a local development CA (`ca.pem`,
 /// `ca-key.pem`) and the leaf certificates it issued (`leaf-<hash>.pem`,
-/// `leaf-<hash>-key.pem`, where `<hash>` identifies the set of names).
+/// `leaf-<hash>-key.pem`, where `<hash>` identifies the set of names), and the same for
+/// FALCON post-quantum certificates: a FALCON CA (`falcon-ca.pem`, `falcon-ca-key.pem`) and
+/// its leaves (`falcon-leaf-<hash>.pem`, `falcon-leaf-<hash>-key.pem`), created on first use
+/// at [`CertStore::falcon_level`] (FALCON-512 unless [`CertStore::with_falcon_level`]).
 ///
 /// The directory is created with mode 0700 and every private key file with mode 0600,
 /// written atomically (a 0600 temporary file in the same directory, then renamed), so a
@@ -326,6 +352,8 @@ fn pem_encode(label: &str, der: &[u8]) -> String {
 pub struct CertStore {
     dir: PathBuf,
     leaf_validity: Duration,
+    renew_before: Duration,
+    falcon_level: FalconLevel,
 }
 
 impl CertStore {
@@ -358,12 +386,41 @@ impl CertStore {
         Ok(CertStore {
             dir,
             leaf_validity: LEAF_VALIDITY,
+            renew_before: LEAF_RENEW_BEFORE,
+            falcon_level: FalconLevel::L512,
         })
     }
 
-    /// Sets the validity of leaves issued from now on (default [`LEAF_VALIDITY`]). A stored
-    /// leaf is reissued once fewer than [`LEAF_RENEW_BEFORE`] remain, so a validity at or
-    /// below that makes every [`CertStore::leaf`] call issue a new leaf.
+    /// Sets the renewal window (default [`LEAF_RENEW_BEFORE`]): a stored leaf, classical or
+    /// FALCON, is reused only while it stays valid for at least this long, and a
+    /// [`RotatingIdentity`] reissues once its leaf enters the window.
+    pub fn with_renew_before(mut self, window: Duration) -> CertStore {
+        self.renew_before = window;
+        self
+    }
+
+    /// The renewal window ([`CertStore::with_renew_before`]).
+    pub fn renew_before(&self) -> Duration {
+        self.renew_before
+    }
+
+    /// Sets the FALCON level of the FALCON CA and leaves (default [`FalconLevel::L512`]).
+    /// A stored FALCON CA or leaf of the other level is replaced on next use (peers must
+    /// then trust the new `falcon-ca.pem`).
+    pub fn with_falcon_level(mut self, level: FalconLevel) -> CertStore {
+        self.falcon_level = level;
+        self
+    }
+
+    /// The FALCON level of new FALCON certificates ([`CertStore::with_falcon_level`]).
+    pub fn falcon_level(&self) -> FalconLevel {
+        self.falcon_level
+    }
+
+    /// Sets the validity of leaves (classical and FALCON) issued from now on (default
+    /// [`LEAF_VALIDITY`]). A stored leaf is reissued once less than the renewal window
+    /// ([`CertStore::with_renew_before`], default [`LEAF_RENEW_BEFORE`]) remains, so a
+    /// validity at or below the window makes every [`CertStore::leaf`] call issue a new leaf.
     pub fn with_leaf_validity(mut self, validity: Duration) -> CertStore {
         self.leaf_validity = validity;
         self
@@ -388,12 +445,31 @@ impl CertStore {
     }
 
     fn leaf_paths_of(&self, names: &[String]) -> (PathBuf, PathBuf) {
+        self.prefixed_leaf_paths("leaf", names)
+    }
+
+    fn prefixed_leaf_paths(&self, prefix: &str, names: &[String]) -> (PathBuf, PathBuf) {
         let digest = Sha256::digest(names.join("\n").as_bytes());
         let hash: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
         (
-            self.dir.join(format!("leaf-{hash}.pem")),
-            self.dir.join(format!("leaf-{hash}-key.pem")),
+            self.dir.join(format!("{prefix}-{hash}.pem")),
+            self.dir.join(format!("{prefix}-{hash}-key.pem")),
         )
+    }
+
+    /// The FALCON CA certificate and key files: `falcon-ca.pem`, `falcon-ca-key.pem`.
+    pub fn falcon_ca_paths(&self) -> (PathBuf, PathBuf) {
+        (
+            self.dir.join("falcon-ca.pem"),
+            self.dir.join("falcon-ca-key.pem"),
+        )
+    }
+
+    /// The certificate and key files of the FALCON leaf for `names`:
+    /// `falcon-leaf-<hash>.pem`, `falcon-leaf-<hash>-key.pem`, `<hash>` as in
+    /// [`CertStore::leaf_paths`].
+    pub fn falcon_leaf_paths(&self, names: &[&str]) -> Result<(PathBuf, PathBuf), CryptoError> {
+        Ok(self.prefixed_leaf_paths("falcon-leaf", &normalize_names(names)?))
     }
 
     /// The store's local development CA. On first use it is generated and written to
@@ -422,7 +498,227 @@ impl CertStore {
             identity: Some(identity),
             roots: vec![ca.cert],
             require_client_auth: false,
+            identity_source: None,
         })
+    }
+
+    /// The store's FALCON CA (at [`CertStore::falcon_level`]). On first use it is
+    /// generated and written to `falcon-ca.pem` and `falcon-ca-key.pem` (0600, atomically);
+    /// later calls load those files, and errors name the file at fault (a key that is not
+    /// the certificate's is [`CryptoError::KeyMismatch`] naming both). A FALCON CA that
+    /// expires within one leaf validity (plus a day), or is of another level, is replaced.
+    pub fn falcon_ca(&self) -> Result<FalconCa, CryptoError> {
+        let _lock = self.lock()?;
+        self.falcon_ca_locked()
+    }
+
+    /// A FALCON leaf identity for `names` (DNS names or IP addresses), issued by the FALCON
+    /// CA: the leaf alone as the chain and its FALCON PKCS#8 key. The same guarantees as
+    /// [`CertStore::leaf`]: the stored leaf is reused if it was issued by the current FALCON
+    /// CA, is of [`CertStore::falcon_level`], covers every name, matches its key and stays
+    /// valid for the renewal window; otherwise a new one is issued and stored.
+    pub fn falcon_leaf(&self, names: &[&str]) -> Result<Identity, CryptoError> {
+        Ok(self.falcon_ca_and_leaf(names)?.2)
+    }
+
+    /// TLS material presenting the FALCON leaf for `names` ([`CertStore::falcon_leaf`]),
+    /// with a **mixed trust store**: roots are the classical local CA and the FALCON CA, so
+    /// a peer presenting a leaf of either kind from this store verifies (with
+    /// [`crate::client_config`] / [`crate::server_config`], which use
+    /// [`crate::falcon::falcon_provider`]). Client authentication not required.
+    pub fn falcon_material(&self, names: &[&str]) -> Result<TlsMaterial, CryptoError> {
+        let (ca, falcon_ca, identity) = self.falcon_ca_and_leaf(names)?;
+        Ok(TlsMaterial {
+            identity: Some(identity),
+            roots: vec![ca.cert, falcon_ca.cert().clone()],
+            require_client_auth: false,
+            identity_source: None,
+        })
+    }
+
+    /// An identity for `names` that follows the store: it serves the current leaf of
+    /// `kind` and, once that leaf enters the renewal window (or expires), reissues it from
+    /// the store and switches to the new one for later handshakes. See [`RotatingIdentity`].
+    pub fn rotating_identity(
+        &self,
+        names: &[&str],
+        kind: LeafKind,
+    ) -> Result<Arc<RotatingIdentity>, CryptoError> {
+        RotatingIdentity::new(self.clone(), names, kind).map(Arc::new)
+    }
+
+    /// Like [`CertStore::material`] (for [`LeafKind::Classical`]) or
+    /// [`CertStore::falcon_material`] (for [`LeafKind::Falcon`], mixed roots), with
+    /// [`CertStore::rotating_identity`] as `identity_source`: endpoints built from it with
+    /// [`crate::server_config`] / [`crate::client_config`] rotate their leaf without
+    /// restarting, and connections already established keep theirs.
+    pub fn rotating_material(
+        &self,
+        names: &[&str],
+        kind: LeafKind,
+    ) -> Result<TlsMaterial, CryptoError> {
+        let mut material = match kind {
+            LeafKind::Classical => self.material(names)?,
+            LeafKind::Falcon => self.falcon_material(names)?,
+        };
+        material.identity_source = Some(self.rotating_identity(names, kind)?);
+        Ok(material)
+    }
+
+    /// The current leaf of `kind` for `names`, reissued if needed.
+    pub(crate) fn leaf_of(&self, names: &[&str], kind: LeafKind) -> Result<Identity, CryptoError> {
+        match kind {
+            LeafKind::Classical => self.leaf(names),
+            LeafKind::Falcon => self.falcon_leaf(names),
+        }
+    }
+
+    fn falcon_ca_and_leaf(
+        &self,
+        names: &[&str],
+    ) -> Result<(LocalCa, FalconCa, Identity), CryptoError> {
+        let names = normalize_names(names)?;
+        let _lock = self.lock()?;
+        let ca = self.local_ca_locked()?;
+        let falcon_ca = self.falcon_ca_locked()?;
+        let (cert_path, key_path) = self.prefixed_leaf_paths("falcon-leaf", &names);
+        let reason = match cert_path.try_exists() {
+            Ok(false) => "none stored yet".to_string(),
+            Ok(true) => match load_identity(&cert_path, &key_path) {
+                Ok(identity) => match self.check_falcon_leaf(&falcon_ca, &identity, &names) {
+                    Ok(()) => return Ok((ca, falcon_ca, identity)),
+                    Err(reason) => reason,
+                },
+                Err(e) => e.to_string(),
+            },
+            Err(source) => {
+                return Err(CryptoError::Io {
+                    path: cert_path,
+                    source,
+                })
+            }
+        };
+        let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let leaf = falcon_ca.issue_leaf(self.falcon_level, &name_refs, self.leaf_validity)?;
+        // Key first: an interruption leaves a mismatched pair, which the next call replaces.
+        self.write_atomic(&key_path, leaf.key.to_pkcs8_pem().as_bytes(), 0o600)?;
+        self.write_atomic(&cert_path, leaf.cert_pem().as_bytes(), 0o644)?;
+        tracing::info!(
+            names = ?names,
+            cert = %cert_path.display(),
+            reason = %reason,
+            "issued a FALCON leaf certificate from the FALCON CA"
+        );
+        Ok((ca, falcon_ca, leaf.identity()))
+    }
+
+    fn check_falcon_leaf(
+        &self,
+        falcon_ca: &FalconCa,
+        identity: &Identity,
+        names: &[String],
+    ) -> Result<(), String> {
+        let leaf = identity
+            .cert_chain
+            .first()
+            .ok_or("empty certificate chain")?;
+        let public = crate::falcon::certificate_public_key(leaf).map_err(|e| e.to_string())?;
+        if public.algorithm().level() != self.falcon_level {
+            return Err(format!(
+                "its key is {}, the store's level is {:?}",
+                public.algorithm(),
+                self.falcon_level
+            ));
+        }
+        check_leaf_of(
+            falcon_provider(),
+            falcon_ca.cert(),
+            identity,
+            names,
+            self.renew_before,
+        )
+    }
+
+    fn falcon_ca_locked(&self) -> Result<FalconCa, CryptoError> {
+        let (cert_path, key_path) = self.falcon_ca_paths();
+        let exists = |p: &Path| {
+            p.try_exists().map_err(|source| CryptoError::Io {
+                path: p.to_path_buf(),
+                source,
+            })
+        };
+        let (cert_exists, key_exists) = (exists(&cert_path)?, exists(&key_path)?);
+        if !cert_exists {
+            if key_exists {
+                tracing::warn!(
+                    key = %key_path.display(),
+                    "FALCON CA key without its certificate (interrupted generation?); generating a new FALCON CA"
+                );
+            }
+            return self.generate_falcon_ca("none stored yet");
+        }
+        if !key_exists {
+            return Err(file_err(
+                &key_path,
+                format!(
+                    "missing, but the FALCON CA certificate {} exists: no FALCON leaf can be \
+                     issued without the CA's key; delete {} to let STOQ generate a new FALCON \
+                     CA (peers that trust the old one then need the new falcon-ca.pem)",
+                    cert_path.display(),
+                    cert_path.display()
+                ),
+            ));
+        }
+        let cert = read_certs(&cert_path)?.swap_remove(0);
+        let key = FalconSecretKey::read_pkcs8_pem(&key_path)?;
+        let ca = FalconCa::from_parts(cert, key).map_err(|e| match e {
+            CryptoError::KeyMismatch { .. } => CryptoError::KeyMismatch {
+                cert: cert_path.display().to_string(),
+                key: key_path.display().to_string(),
+            },
+            other => file_err(&cert_path, format!("not a usable FALCON CA: {other}")),
+        })?;
+        let not_after = x509::not_after(ca.cert()).map_err(|e| file_err(&cert_path, e))?;
+        let level = ca.key().algorithm().level();
+        let replace = if level != self.falcon_level {
+            Some(format!(
+                "the stored FALCON CA is {level:?}, the store's level is {:?}",
+                self.falcon_level
+            ))
+        } else if not_after < SystemTime::now() + self.leaf_validity + DAY {
+            Some(format!(
+                "the stored FALCON CA expires at {}, too soon to issue leaves",
+                fmt_time(not_after)
+            ))
+        } else {
+            None
+        };
+        match replace {
+            Some(reason) => {
+                tracing::warn!(cert = %cert_path.display(), "{reason}; generating a new FALCON CA");
+                self.generate_falcon_ca(&reason)
+            }
+            None => Ok(ca),
+        }
+    }
+
+    fn generate_falcon_ca(&self, reason: &str) -> Result<FalconCa, CryptoError> {
+        let (cert_path, key_path) = self.falcon_ca_paths();
+        let instance = new_instance_id()?;
+        let ca = FalconCa::generate(
+            self.falcon_level,
+            &format!("{FALCON_CA_COMMON_NAME} {instance}"),
+            CA_VALIDITY,
+        )?;
+        // Key first: an interruption leaves a key without a certificate, which is replaced.
+        self.write_atomic(&key_path, ca.key().to_pkcs8_pem().as_bytes(), 0o600)?;
+        self.write_atomic(&cert_path, ca.cert_pem().as_bytes(), 0o644)?;
+        tracing::info!(
+            cert = %cert_path.display(),
+            reason = %reason,
+            "generated the STOQ local FALCON CA; peers must trust this certificate"
+        );
+        Ok(ca)
     }
 
     fn ca_and_leaf(&self, names: &[&str]) -> Result<(LocalCa, Identity), CryptoError> {
@@ -433,7 +729,7 @@ impl CertStore {
         let reason = match cert_path.try_exists() {
             Ok(false) => "none stored yet".to_string(),
             Ok(true) => match load_identity(&cert_path, &key_path) {
-                Ok(identity) => match ca.check_leaf(&identity, &names, LEAF_RENEW_BEFORE) {
+                Ok(identity) => match ca.check_leaf(&identity, &names, self.renew_before) {
                     Ok(()) => return Ok((ca, identity)),
                     Err(reason) => reason,
                 },
@@ -617,5 +913,6 @@ pub fn ephemeral_material(names: &[&str]) -> Result<TlsMaterial, CryptoError> {
         identity: Some(identity),
         roots: vec![ca.cert],
         require_client_auth: false,
+        identity_source: None,
     })
 }

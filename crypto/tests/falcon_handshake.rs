@@ -38,6 +38,7 @@ fn server_material(leaf: &FalconLeaf) -> TlsMaterial {
         identity: Some(leaf.identity()),
         roots: vec![],
         require_client_auth: false,
+        identity_source: None,
     }
 }
 
@@ -46,6 +47,7 @@ fn client_material(roots: Vec<CertificateDer<'static>>) -> TlsMaterial {
         identity: None,
         roots,
         require_client_auth: false,
+        identity_source: None,
     }
 }
 
@@ -235,11 +237,13 @@ fn mutual_authentication_with_falcon_client_certificates() {
         identity: Some(server_leaf.identity()),
         roots: vec![ca.cert().clone()],
         require_client_auth: true,
+        identity_source: None,
     };
     let client_m = TlsMaterial {
         identity: Some(client_leaf.identity()),
         roots: vec![ca.cert().clone()],
         require_client_auth: false,
+        identity_source: None,
     };
     let mut pair = Pair::new(
         falcon_client_config(&client_m, &alpn()).unwrap(),
@@ -354,6 +358,7 @@ fn an_expired_certificate_fails() {
         }),
         roots: vec![],
         require_client_auth: false,
+        identity_source: None,
     };
     let client = falcon_client_config(&client_material(vec![ca.cert().clone()]), &alpn()).unwrap();
     let server = falcon_server_config(&material, &alpn()).unwrap();
@@ -559,6 +564,7 @@ fn falcon_identities_and_roots_load_from_pem_files() {
         identity: Some(identity),
         roots: vec![],
         require_client_auth: false,
+        identity_source: None,
     };
     let client = falcon_client_config(&client_material(roots), &alpn()).unwrap();
     let server = falcon_server_config(&server_m, &alpn()).unwrap();

@@ -116,6 +116,7 @@ fn handshake_with_an_untrusted_root_fails_with_invalid_certificate() {
         identity: None,
         roots: ephemeral_material(&["localhost"]).unwrap().roots,
         require_client_auth: false,
+        identity_source: None,
     };
     let client = client_config(&client_material, &alpn()).unwrap();
     let server = server_config(&server_material, &alpn()).unwrap();
@@ -163,11 +164,13 @@ fn mutual(ca: &LocalCa) -> (TlsMaterial, TlsMaterial) {
         identity: Some(ca.issue_leaf(&["localhost"], LEAF_VALIDITY).unwrap()),
         roots: vec![ca.cert().clone()],
         require_client_auth: true,
+        identity_source: None,
     };
     let client = TlsMaterial {
         identity: Some(ca.issue_leaf(&["client.stoq.test"], LEAF_VALIDITY).unwrap()),
         roots: vec![ca.cert().clone()],
         require_client_auth: false,
+        identity_source: None,
     };
     (server, client)
 }

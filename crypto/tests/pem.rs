@@ -71,6 +71,7 @@ fn load_identity_and_roots_round_trip_into_a_handshake() {
         identity: Some(identity),
         roots,
         require_client_auth: false,
+        identity_source: None,
     };
     let mut pair = Pair::new(
         client_config(&material, &alpn()).unwrap(),

@@ -4,8 +4,10 @@ use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use stoq_core::{Backend, CongestionConfig, TlsMaterial, Transport, TransportConfig};
-use stoq_crypto::CertStore;
+use stoq_core::{Backend, Capability, CongestionConfig, TlsMaterial, Transport, TransportConfig};
+use stoq_crypto::falcon::post_handshake::{FalconAuthConfig, FalconAuthTransport};
+use stoq_crypto::falcon::FalconLevel;
+use stoq_crypto::{CertStore, LeafKind};
 
 use crate::phoenix::Phoenix;
 use crate::pool::PoolConfig;
@@ -18,15 +20,30 @@ pub const DEFAULT_MAX_MESSAGE_SIZE: u64 = 64 * 1024 * 1024;
 /// The names the default certificate is issued for.
 pub const DEFAULT_CERT_NAMES: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
 
+/// How a [`Phoenix`] built with [`PhoenixBuilder::falcon_identity`] authenticates with
+/// FALCON, chosen from the backend's capabilities.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FalconMode {
+    /// The FALCON leaf is the TLS certificate ([`Capability::FalconInHandshake`]: quinn,
+    /// s2n-quic, io_uring), rotated from the store as it nears expiry.
+    InHandshake,
+    /// The TLS handshake uses the store's classical leaf and both sides then prove their
+    /// FALCON identity on the connection ([`Capability::FalconPostHandshake`], e.g. quiche;
+    /// see `stoq_crypto::falcon::post_handshake`). The FALCON leaf is fixed for the
+    /// lifetime of the [`Phoenix`].
+    PostHandshake,
+}
+
 /// Where a [`Phoenix`] gets its certificates and trust roots.
 #[derive(Clone)]
 #[non_exhaustive]
 pub enum CertSource {
     /// STOQ's self-managed store at its default place (`$STOQ_HOME/certs`, else e.g.
     /// `~/.config/stoq/certs`): a local CA, created on first use and trusted, and a leaf
-    /// for the certificate names.
+    /// for the certificate names, reissued from the store when it nears expiry while the
+    /// endpoints run (on backends whose TLS stack is rustls: `stoq_crypto::RotatingIdentity`).
     DefaultStore,
-    /// STOQ's self-managed store in this directory.
+    /// STOQ's self-managed store in this directory (as [`CertSource::DefaultStore`]).
     Store(PathBuf),
     /// PEM files: an identity (certificate chain, private key) to accept connections,
     /// and roots to verify servers against. Either may be absent (a pure client needs no
@@ -89,6 +106,7 @@ pub struct PhoenixBuilder {
     tier: Option<NetworkTier>,
     max_message_size: u64,
     pool: PoolConfig,
+    falcon: Option<FalconLevel>,
 }
 
 impl fmt::Debug for PhoenixBuilder {
@@ -97,6 +115,7 @@ impl fmt::Debug for PhoenixBuilder {
             .field("app", &self.app)
             .field("certs", &self.certs)
             .field("tier", &self.tier)
+            .field("falcon", &self.falcon)
             .finish_non_exhaustive()
     }
 }
@@ -115,6 +134,7 @@ impl Default for PhoenixBuilder {
             tier: None,
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             pool: PoolConfig::default(),
+            falcon: None,
         }
     }
 }
@@ -224,6 +244,33 @@ impl PhoenixBuilder {
         self
     }
 
+    /// Authenticates with a FALCON-512 post-quantum identity from the certificate store:
+    /// [`post_quantum_identity`](Self::post_quantum_identity)`(FalconLevel::L512)`.
+    pub fn falcon_identity(self) -> Self {
+        self.post_quantum_identity(FalconLevel::L512)
+    }
+
+    /// Authenticates with a FALCON identity of `level` from the certificate store (the
+    /// default one, or [`cert_store`](Self::cert_store)), on every backend:
+    ///
+    /// * The store's FALCON CA and a FALCON leaf for the [`cert_names`](Self::cert_names)
+    ///   are created on first use (`falcon-ca.pem`, `falcon-leaf-<hash>.pem`, ...).
+    /// * Peers are trusted if they chain to the store's classical CA or its FALCON CA (a
+    ///   mixed trust store), so both ends must use the same store (or share its CAs).
+    /// * On a backend with [`Capability::FalconInHandshake`] the FALCON leaf is the TLS
+    ///   certificate and rotates as it nears expiry ([`FalconMode::InHandshake`]); otherwise
+    ///   (quiche) every endpoint is wrapped in `FalconAuthTransport` and the FALCON identity
+    ///   is proven right after the handshake ([`FalconMode::PostHandshake`]). Either way a
+    ///   connection's `peer_identity()` is the peer's verified FALCON chain.
+    ///
+    /// [`build`](Self::build) fails with [`PhoenixError::InvalidOptions`] if the
+    /// certificates come from PEM files or ready material (they have no FALCON store), and
+    /// with [`PhoenixError::Core`] (`Unsupported`) on a backend with neither capability.
+    pub fn post_quantum_identity(mut self, level: FalconLevel) -> Self {
+        self.falcon = Some(level);
+        self
+    }
+
     /// Fixes the network tier: its profile applies at once and
     /// [`Phoenix::probe`](crate::Phoenix::probe) measures nothing.
     pub fn tier(mut self, tier: NetworkTier) -> Self {
@@ -277,10 +324,40 @@ impl PhoenixBuilder {
             ));
         }
         let names: Vec<&str> = self.cert_names.iter().map(String::as_str).collect();
-        let tls = match self.certs {
-            CertSource::DefaultStore => CertStore::open_default()?.material(&names)?,
-            CertSource::Store(dir) => CertStore::open(dir)?.material(&names)?,
-            CertSource::Pem { identity, roots } => TlsMaterial {
+        let store = match &self.certs {
+            CertSource::DefaultStore => Some(CertStore::open_default()?),
+            CertSource::Store(dir) => Some(CertStore::open(dir)?),
+            _ => None,
+        };
+        let mut falcon_auth = None;
+        let mut falcon_mode = None;
+        let tls = match (self.certs, store, self.falcon) {
+            (_, Some(store), Some(level)) => {
+                let store = store.with_falcon_level(level);
+                let caps = backend.capabilities();
+                if caps.contains(Capability::FalconInHandshake) {
+                    falcon_mode = Some(FalconMode::InHandshake);
+                    store.rotating_material(&names, LeafKind::Falcon)?
+                } else {
+                    caps.require(Capability::FalconPostHandshake)?;
+                    falcon_mode = Some(FalconMode::PostHandshake);
+                    // The TLS layer stays classical (its stack cannot parse FALCON); the
+                    // FALCON leaf and CA are proven and checked after the handshake.
+                    let identity = store.falcon_leaf(&names)?;
+                    let anchor = store.falcon_ca()?.cert().clone();
+                    falcon_auth = Some(FalconAuthConfig::new(&identity, &[anchor])?);
+                    store.material(&names)?
+                }
+            }
+            (_, None, Some(_)) => {
+                return Err(PhoenixError::InvalidOptions(
+                    "a FALCON identity comes from the certificate store: use the default \
+                     store or cert_store(dir), not PEM files or ready material"
+                        .into(),
+                ))
+            }
+            (_, Some(store), None) => store.rotating_material(&names, LeafKind::Classical)?,
+            (CertSource::Pem { identity, roots }, None, None) => TlsMaterial {
                 identity: match identity {
                     Some((cert, key)) => Some(stoq_crypto::load_identity(&cert, &key)?),
                     None => None,
@@ -290,8 +367,16 @@ impl PhoenixBuilder {
                     None => Vec::new(),
                 },
                 require_client_auth: false,
+                identity_source: None,
             },
-            CertSource::Material(m) => m,
+            (CertSource::Material(m), None, None) => m,
+            (_, None, None) => unreachable!("store sources have a store"),
+        };
+        let transport = match (self.transport, &falcon_auth) {
+            (Some(t), Some(auth)) => {
+                Some(Arc::new(FalconAuthTransport::new(t, auth.clone())?) as Arc<dyn Transport>)
+            }
+            (t, _) => t,
         };
         let app = self
             .app
@@ -301,7 +386,9 @@ impl PhoenixBuilder {
             backend,
             config,
             tls,
-            transport: self.transport,
+            transport,
+            falcon_auth,
+            falcon_mode,
             tier: self.tier,
             max_message_size: self.max_message_size,
             pool: self.pool,

@@ -74,7 +74,9 @@ mod service;
 mod stats;
 pub mod tier;
 
-pub use builder::{CertSource, PhoenixBuilder, DEFAULT_CERT_NAMES, DEFAULT_MAX_MESSAGE_SIZE};
+pub use builder::{
+    CertSource, FalconMode, PhoenixBuilder, DEFAULT_CERT_NAMES, DEFAULT_MAX_MESSAGE_SIZE,
+};
 pub use connection::{Message, PhoenixConnection};
 pub use error::PhoenixError;
 pub use framing::codes;
@@ -93,6 +95,8 @@ pub use stoq_core::{
     CongestionConfig, ConnectionError, ConnectionHandle, RecvStream, SendStream, Side, StreamError,
     TlsMaterial, TransportConfig,
 };
+/// FALCON security levels, for [`PhoenixBuilder::post_quantum_identity`].
+pub use stoq_crypto::falcon::FalconLevel;
 
 /// The backend used when none is named.
 pub const DEFAULT_BACKEND: &str = "quinn";

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use stoq_core::{Backend, EndpointSpec, TlsMaterial, Transport, TransportConfig};
 
 use crate::address::resolve;
-use crate::builder::PhoenixBuilder;
+use crate::builder::{FalconMode, PhoenixBuilder};
 use crate::connection::{Ctx, PhoenixConnection};
 use crate::listener::Listener;
 use crate::mux::{MoreConnections, MuxOptions};
@@ -16,6 +16,7 @@ use crate::pool::{Pool, PoolConfig, PoolKey};
 use crate::stats::{PhoenixStats, TotalStats, TransportTotals};
 use crate::tier::{NetworkTier, TierReport, TierSource, DEFAULT_PROBE_BYTES};
 use crate::PhoenixError;
+use stoq_crypto::falcon::post_handshake::{FalconAuthConfig, FalconAuthTransport};
 
 pub(crate) struct Parts {
     pub(crate) app: String,
@@ -23,6 +24,8 @@ pub(crate) struct Parts {
     pub(crate) config: TransportConfig,
     pub(crate) tls: TlsMaterial,
     pub(crate) transport: Option<Arc<dyn Transport>>,
+    pub(crate) falcon_auth: Option<FalconAuthConfig>,
+    pub(crate) falcon_mode: Option<FalconMode>,
     pub(crate) tier: Option<NetworkTier>,
     pub(crate) max_message_size: u64,
     pub(crate) pool: PoolConfig,
@@ -40,6 +43,8 @@ struct PhoenixInner {
     base_config: TransportConfig,
     tls: TlsMaterial,
     custom_dialer: Option<Arc<dyn Transport>>,
+    falcon_auth: Option<FalconAuthConfig>,
+    falcon_mode: Option<FalconMode>,
     dialers: Mutex<Dialers>,
     tier: Mutex<Option<TierReport>>,
     pool: Pool,
@@ -95,6 +100,8 @@ impl Phoenix {
                 base_config: p.config,
                 tls: p.tls,
                 custom_dialer: p.transport,
+                falcon_auth: p.falcon_auth,
+                falcon_mode: p.falcon_mode,
                 dialers: Mutex::default(),
                 tier: Mutex::new(tier),
                 pool: Pool::new(p.pool),
@@ -128,6 +135,22 @@ impl Phoenix {
         &self.inner.tls
     }
 
+    /// How this Phoenix authenticates with FALCON, if it was built with
+    /// [`PhoenixBuilder::falcon_identity`] / [`PhoenixBuilder::post_quantum_identity`].
+    pub fn falcon_mode(&self) -> Option<FalconMode> {
+        self.inner.falcon_mode
+    }
+
+    /// A newly bound endpoint, wrapped for post-handshake FALCON authentication in
+    /// [`FalconMode::PostHandshake`].
+    fn bind(&self, spec: EndpointSpec) -> Result<Arc<dyn Transport>, PhoenixError> {
+        let transport = self.inner.backend.bind(spec)?;
+        Ok(match &self.inner.falcon_auth {
+            Some(auth) => Arc::new(FalconAuthTransport::new(transport, auth.clone())?),
+            None => transport,
+        })
+    }
+
     /// The largest message sent or accepted.
     pub fn max_message_size(&self) -> u64 {
         self.inner.ctx.max_message_size
@@ -143,7 +166,7 @@ impl Phoenix {
     pub async fn listen(&self, addr: &str) -> Result<Listener, PhoenixError> {
         let (_, addrs) = resolve(addr).await?;
         let spec = EndpointSpec::server(addrs[0], self.config(), self.inner.tls.clone());
-        let transport = self.inner.backend.bind(spec)?;
+        let transport = self.bind(spec)?;
         Listener::start(transport, self.inner.ctx.clone())
     }
 
@@ -237,7 +260,7 @@ impl Phoenix {
             return Ok(t.clone());
         }
         let spec = EndpointSpec::client(addr, config, self.inner.tls.clone());
-        let t = self.inner.backend.bind(spec)?;
+        let t = self.bind(spec)?;
         *slot = Some(t.clone());
         Ok(t)
     }

@@ -152,6 +152,7 @@ pub async fn untrusted_certificate_fails(h: Harness) -> ContractResult {
         identity: None,
         roots: other.roots,
         require_client_auth: false,
+        identity_source: None,
     };
     expect_tls_failure(
         &h,
@@ -294,11 +295,13 @@ pub async fn falcon_mutual_auth_in_handshake(h: Harness) -> ContractResult {
         identity: Some(server_leaf.identity()),
         roots: roots.clone(),
         require_client_auth: true,
+        identity_source: None,
     };
     let client_tls = TlsMaterial {
         identity: Some(client_leaf.identity()),
         roots,
         require_client_auth: false,
+        identity_source: None,
     };
     let server_spec = || EndpointSpec::server(LOCALHOST_V6, h.config.clone(), server_tls.clone());
 
@@ -393,6 +396,7 @@ pub async fn falcon_bad_certificates_fail(h: Harness) -> ContractResult {
         identity: None,
         roots: vec![ca.cert().clone()],
         require_client_auth: false,
+        identity_source: None,
     };
     let server_tls = |cert: stoq_crypto::rustls::pki_types::CertificateDer<'static>,
                       key: &FalconSecretKey| {
@@ -403,6 +407,7 @@ pub async fn falcon_bad_certificates_fail(h: Harness) -> ContractResult {
             }),
             roots: Vec::new(),
             require_client_auth: false,
+            identity_source: None,
         }
     };
     let now = SystemTime::now();

@@ -221,6 +221,7 @@ pub fn falcon_server_config(
         }),
         roots: material.roots.clone(),
         require_client_auth: material.require_client_auth,
+        identity_source: material.identity_source.clone(),
     };
     server_config_with(falcon_provider(), &leaf_only, alpn)
 }
