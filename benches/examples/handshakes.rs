@@ -140,6 +140,7 @@ fn rcgen_material(alg: &'static rcgen::SignatureAlgorithm) -> Result<TlsMaterial
         }),
         roots: vec![ca_cert.der().clone()],
         require_client_auth: false,
+        identity_source: None,
     })
 }
 
@@ -170,6 +171,7 @@ fn client_of(m: &TlsMaterial) -> TlsMaterial {
         identity: None,
         roots: m.roots.clone(),
         require_client_auth: false,
+        identity_source: None,
     }
 }
 
@@ -207,6 +209,7 @@ fn setup(cert: &str, caps: stoq_core::Capabilities) -> Result<Setup, String> {
                     identity: Some(server_leaf.identity()),
                     roots: vec![ca.cert().clone()],
                     require_client_auth: false,
+                    identity_source: None,
                 };
                 Ok(Setup {
                     client: client_of(&server),
