@@ -7,7 +7,7 @@
 //! context built this way does not load the system's default verify paths.
 
 use boring::pkey::PKey;
-use boring::ssl::{SslContextBuilder, SslMethod, SslVerifyMode};
+use boring::ssl::{SslContextBuilder, SslMethod, SslSignatureAlgorithm, SslVerifyMode};
 use boring::x509::X509;
 use stoq_core::{
     Capability, CongestionAlgorithm, CongestionImplementation, Error, TlsMaterial, TransportConfig,
@@ -88,6 +88,25 @@ pub fn engine_settings(cfg: &TransportConfig) -> Result<EngineSettings, Error> {
     })
 }
 
+/// Signature schemes this backend accepts from the peer, most preferred first. BoringSSL's
+/// default list leaves Ed25519 out, so a peer with an Ed25519 certificate (which the
+/// rustls-based backends accept) failed the handshake with `handshake_failure`; this is
+/// BoringSSL's default list with Ed25519 and ML-DSA added.
+const VERIFY_ALGORITHMS: &[SslSignatureAlgorithm] = &[
+    SslSignatureAlgorithm::ECDSA_SECP256R1_SHA256,
+    SslSignatureAlgorithm::RSA_PSS_RSAE_SHA256,
+    SslSignatureAlgorithm::RSA_PKCS1_SHA256,
+    SslSignatureAlgorithm::ECDSA_SECP384R1_SHA384,
+    SslSignatureAlgorithm::RSA_PSS_RSAE_SHA384,
+    SslSignatureAlgorithm::RSA_PKCS1_SHA384,
+    SslSignatureAlgorithm::RSA_PSS_RSAE_SHA512,
+    SslSignatureAlgorithm::RSA_PKCS1_SHA512,
+    SslSignatureAlgorithm::ED25519,
+    SslSignatureAlgorithm::ML_DSA_44,
+    SslSignatureAlgorithm::ML_DSA_65,
+    SslSignatureAlgorithm::ML_DSA_87,
+];
+
 /// The BoringSSL context this backend gives quiche for `tls` and `role`: identity, trust
 /// roots, verification mode and the key-exchange groups ([`GROUPS`]). Public for drivers
 /// that create quiche configurations themselves (the benchmark's `quiche-direct` row).
@@ -95,6 +114,8 @@ pub fn ssl_context_builder(tls: &TlsMaterial, role: Role) -> Result<SslContextBu
     let mut ctx = ssl_context(tls, role)?;
     ctx.set_curves_list(GROUPS)
         .map_err(|e| Error::Tls(format!("BoringSSL rejected the groups {GROUPS}: {e}")))?;
+    ctx.set_verify_algorithm_prefs(VERIFY_ALGORITHMS)
+        .map_err(|e| Error::Tls(format!("BoringSSL rejected the signature algorithms: {e}")))?;
     Ok(ctx)
 }
 
@@ -157,6 +178,16 @@ pub(crate) fn cc_algorithm(
     })
 }
 
+/// `der` re-encoded as a PKCS#8 v1 `PrivateKeyInfo` when it is a v2 one (with the public
+/// key); None when it is not PKCS#8 v2.
+fn pkcs8_v1(der: &[u8]) -> Option<Vec<u8>> {
+    use pkcs8::der::{Decode, Encode};
+    let mut info = pkcs8::PrivateKeyInfo::from_der(der).ok()?;
+    info.public_key?;
+    info.public_key = None;
+    info.to_der().ok()
+}
+
 fn tls_err(what: &str) -> impl Fn(boring::error::ErrorStack) -> Error + '_ {
     move |e| Error::Tls(format!("{what}: {e}"))
 }
@@ -190,8 +221,15 @@ fn ssl_context(tls: &TlsMaterial, role: Role) -> Result<SslContextBuilder, Error
             b.add_extra_chain_cert(cert)
                 .map_err(tls_err("adding a chain certificate"))?;
         }
-        // PKCS#8, SEC1 and PKCS#1 are all detected (d2i_AutoPrivateKey).
+        // PKCS#8, SEC1 and PKCS#1 are all detected (d2i_AutoPrivateKey). BoringSSL refuses
+        // PKCS#8 v2 (RFC 5958, public key included), which is how rcgen/aws-lc-rs write
+        // Ed25519 keys: such a key is re-encoded as v1 (the same secret without the public
+        // key) and parsed again.
         let key = PKey::private_key_from_der(id.key.secret_der())
+            .or_else(|e| match pkcs8_v1(id.key.secret_der()) {
+                Some(v1) => PKey::private_key_from_der(&v1),
+                None => Err(e),
+            })
             .map_err(tls_err("parsing the private key"))?;
         b.set_private_key(&key)
             .map_err(tls_err("using the private key"))?;
