@@ -134,36 +134,12 @@ fn rcgen_material(alg: &'static rcgen::SignatureAlgorithm) -> Result<TlsMaterial
     Ok(TlsMaterial {
         identity: Some(Identity {
             cert_chain: vec![leaf.der().clone()],
-            key: Arc::new(PrivateKeyDer::Pkcs8(
-                pkcs8_v1(alg, leaf_key.serialize_der()).into(),
-            )),
+            key: Arc::new(PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into())),
         }),
         roots: vec![ca_cert.der().clone()],
         require_client_auth: false,
         identity_source: None,
     })
-}
-
-/// rcgen (aws-lc-rs) writes Ed25519 keys as PKCS#8 v2 (RFC 5958, with the public key),
-/// which stoq-quiche's BoringSSL refuses (`DECODE_ERROR`); every stack takes the v1 form
-/// (RFC 8410: the 32-byte seed alone), so Ed25519 keys are handed over in that form.
-fn pkcs8_v1(alg: &'static rcgen::SignatureAlgorithm, der: Vec<u8>) -> Vec<u8> {
-    const V1_PREFIX: [u8; 16] = [
-        0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04,
-        0x20,
-    ];
-    if alg != &rcgen::PKCS_ED25519 {
-        return der;
-    }
-    // The seed follows the OCTET STRING (0x04 0x22) wrapping an OCTET STRING (0x04 0x20).
-    match der.windows(4).position(|w| w == [0x04, 0x22, 0x04, 0x20]) {
-        Some(i) if der.len() >= i + 4 + 32 => {
-            let mut v1 = V1_PREFIX.to_vec();
-            v1.extend_from_slice(&der[i + 4..i + 4 + 32]);
-            v1
-        }
-        _ => der,
-    }
 }
 
 fn client_of(m: &TlsMaterial) -> TlsMaterial {

@@ -582,21 +582,11 @@ impl CertStore {
         let ca = self.local_ca_locked()?;
         let falcon_ca = self.falcon_ca_locked()?;
         let (cert_path, key_path) = self.prefixed_leaf_paths("falcon-leaf", &names);
-        let reason = match cert_path.try_exists() {
-            Ok(false) => "none stored yet".to_string(),
-            Ok(true) => match load_identity(&cert_path, &key_path) {
-                Ok(identity) => match self.check_falcon_leaf(&falcon_ca, &identity, &names) {
-                    Ok(()) => return Ok((ca, falcon_ca, identity)),
-                    Err(reason) => reason,
-                },
-                Err(e) => e.to_string(),
-            },
-            Err(source) => {
-                return Err(CryptoError::Io {
-                    path: cert_path,
-                    source,
-                })
-            }
+        let reason = match stored_leaf(&cert_path, &key_path, |identity| {
+            self.check_falcon_leaf(&falcon_ca, identity, &names)
+        })? {
+            Ok(identity) => return Ok((ca, falcon_ca, identity)),
+            Err(reason) => reason,
         };
         let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
         let leaf = falcon_ca.issue_leaf(self.falcon_level, &name_refs, self.leaf_validity)?;
@@ -641,33 +631,14 @@ impl CertStore {
 
     fn falcon_ca_locked(&self) -> Result<FalconCa, CryptoError> {
         let (cert_path, key_path) = self.falcon_ca_paths();
-        let exists = |p: &Path| {
-            p.try_exists().map_err(|source| CryptoError::Io {
-                path: p.to_path_buf(),
-                source,
-            })
-        };
-        let (cert_exists, key_exists) = (exists(&cert_path)?, exists(&key_path)?);
-        if !cert_exists {
-            if key_exists {
-                tracing::warn!(
-                    key = %key_path.display(),
-                    "FALCON CA key without its certificate (interrupted generation?); generating a new FALCON CA"
-                );
-            }
+        if !ca_files_present(
+            &cert_path,
+            &key_path,
+            "FALCON CA",
+            "FALCON leaf",
+            "falcon-ca.pem",
+        )? {
             return self.generate_falcon_ca("none stored yet");
-        }
-        if !key_exists {
-            return Err(file_err(
-                &key_path,
-                format!(
-                    "missing, but the FALCON CA certificate {} exists: no FALCON leaf can be \
-                     issued without the CA's key; delete {} to let STOQ generate a new FALCON \
-                     CA (peers that trust the old one then need the new falcon-ca.pem)",
-                    cert_path.display(),
-                    cert_path.display()
-                ),
-            ));
         }
         let cert = read_certs(&cert_path)?.swap_remove(0);
         let key = FalconSecretKey::read_pkcs8_pem(&key_path)?;
@@ -726,21 +697,11 @@ impl CertStore {
         let _lock = self.lock()?;
         let ca = self.local_ca_locked()?;
         let (cert_path, key_path) = self.leaf_paths_of(&names);
-        let reason = match cert_path.try_exists() {
-            Ok(false) => "none stored yet".to_string(),
-            Ok(true) => match load_identity(&cert_path, &key_path) {
-                Ok(identity) => match ca.check_leaf(&identity, &names, self.renew_before) {
-                    Ok(()) => return Ok((ca, identity)),
-                    Err(reason) => reason,
-                },
-                Err(e) => e.to_string(),
-            },
-            Err(source) => {
-                return Err(CryptoError::Io {
-                    path: cert_path,
-                    source,
-                })
-            }
+        let reason = match stored_leaf(&cert_path, &key_path, |identity| {
+            ca.check_leaf(identity, &names, self.renew_before)
+        })? {
+            Ok(identity) => return Ok((ca, identity)),
+            Err(reason) => reason,
         };
         let (cert_pem, key_pem, identity) = ca.issue(&names, self.leaf_validity)?;
         // Key first: an interruption leaves a mismatched pair, which the next call replaces.
@@ -757,33 +718,8 @@ impl CertStore {
 
     fn local_ca_locked(&self) -> Result<LocalCa, CryptoError> {
         let (cert_path, key_path) = self.ca_paths();
-        let exists = |p: &Path| {
-            p.try_exists().map_err(|source| CryptoError::Io {
-                path: p.to_path_buf(),
-                source,
-            })
-        };
-        let (cert_exists, key_exists) = (exists(&cert_path)?, exists(&key_path)?);
-        if !cert_exists {
-            if key_exists {
-                tracing::warn!(
-                    key = %key_path.display(),
-                    "CA key without its certificate (interrupted generation?); generating a new CA"
-                );
-            }
+        if !ca_files_present(&cert_path, &key_path, "CA", "leaf", "ca.pem")? {
             return self.generate_ca("none stored yet");
-        }
-        if !key_exists {
-            return Err(file_err(
-                &key_path,
-                format!(
-                    "missing, but the CA certificate {} exists: no leaf can be issued without the \
-                     CA's key; delete {} to let STOQ generate a new CA (peers that trust the old \
-                     one then need the new ca.pem)",
-                    cert_path.display(),
-                    cert_path.display()
-                ),
-            ));
         }
         let ca = LocalCa::load(&cert_path, &key_path)?;
         if ca.not_after < SystemTime::now() + self.leaf_validity + DAY {
@@ -859,6 +795,71 @@ impl CertStore {
         }
         Ok(())
     }
+}
+
+/// The stored leaf at `cert_path`/`key_path` if it loads and `check` accepts it
+/// (`Ok(Ok(identity))`), else why it must be (re)issued (`Ok(Err(reason))`); `Err` only when
+/// the file system cannot say whether the leaf exists. Shared by the classical and the FALCON
+/// leaves, which differ only in `check`.
+fn stored_leaf(
+    cert_path: &Path,
+    key_path: &Path,
+    check: impl FnOnce(&Identity) -> Result<(), String>,
+) -> Result<Result<Identity, String>, CryptoError> {
+    match cert_path.try_exists() {
+        Ok(false) => Ok(Err("none stored yet".to_string())),
+        Ok(true) => Ok(match load_identity(cert_path, key_path) {
+            Ok(identity) => check(&identity).map(|()| identity),
+            Err(e) => Err(e.to_string()),
+        }),
+        Err(source) => Err(CryptoError::Io {
+            path: cert_path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// Whether a CA (`what`: "CA", "FALCON CA") is stored: true when both files exist, false
+/// when its certificate is missing (a new CA is to be generated; a key left alone by an
+/// interrupted generation is logged and replaced). A certificate without its key is an
+/// error naming the key file: no `leaf` could be issued, and replacing the CA silently would
+/// break the peers that trust `cert_file`.
+fn ca_files_present(
+    cert_path: &Path,
+    key_path: &Path,
+    what: &str,
+    leaf: &str,
+    cert_file: &str,
+) -> Result<bool, CryptoError> {
+    let exists = |p: &Path| {
+        p.try_exists().map_err(|source| CryptoError::Io {
+            path: p.to_path_buf(),
+            source,
+        })
+    };
+    let (cert_exists, key_exists) = (exists(cert_path)?, exists(key_path)?);
+    if !cert_exists {
+        if key_exists {
+            tracing::warn!(
+                key = %key_path.display(),
+                "{what} key without its certificate (interrupted generation?); generating a new {what}"
+            );
+        }
+        return Ok(false);
+    }
+    if !key_exists {
+        return Err(file_err(
+            key_path,
+            format!(
+                "missing, but the {what} certificate {} exists: no {leaf} can be issued without \
+                 the {what}'s key; delete {} to let STOQ generate a new {what} (peers that trust \
+                 the old one then need the new {cert_file})",
+                cert_path.display(),
+                cert_path.display()
+            ),
+        ));
+    }
+    Ok(true)
 }
 
 fn create_private_dir(dir: &Path) -> Result<(), CryptoError> {
