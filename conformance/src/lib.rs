@@ -334,7 +334,7 @@ macro_rules! conformance_suite {
             impaired_path_delivers_intact, corrupted_packets_are_dropped, blackhole_is_survived,
             malformed_packets_ignored, handshake_flood_spares_connections,
             invalid_config_rejected,
-            stoq_congestion_controllers, custom_congestion_controller
+            stoq_congestion_controllers, custom_congestion_controller, custom_pacing_rate_is_honoured
         );
     };
     (@tests $backend:expr; $($name:ident),* $(,)?) => {

@@ -8,6 +8,9 @@
 //! `on_congestion_event` → `on_congestion_event` (ECN when no bytes were lost). quinn's
 //! `RttEstimator` exposes the smoothed and minimum RTT but not the latest sample or the
 //! variance, so `latest` is the smoothed RTT and `variance` is derived as half of it.
+//!
+//! After every callback the adapter publishes the controller's `pacing_rate` to a
+//! [`PacingRate`] that [`crate::pacing::PacedSocket`] paces the connection's sends with.
 
 use std::any::Any;
 use std::sync::Arc;
@@ -15,6 +18,8 @@ use std::time::Instant;
 
 use quinn_proto::congestion::{Controller, ControllerFactory, ControllerMetrics};
 use quinn_proto::RttEstimator;
+
+use crate::pacing::{self, PacingRate};
 use stoq_core::congestion::{
     AckEvent, CongestionController, CongestionControllerFactory, CongestionEvent, RttSample,
 };
@@ -24,13 +29,42 @@ pub struct StoqControllerFactory(pub Arc<dyn CongestionControllerFactory>);
 
 impl ControllerFactory for StoqControllerFactory {
     fn build(self: Arc<Self>, now: Instant, current_mtu: u16) -> Box<dyn Controller> {
-        Box::new(StoqController(self.0.build(now, current_mtu)))
+        let controller = StoqController::new(self.0.build(now, current_mtu));
+        // For the paced socket's poller of the connection being created (see `pacing`).
+        pacing::controller_built(controller.pacing.clone());
+        Box::new(controller)
     }
 }
 
 /// A STOQ controller wearing quinn's `Controller` trait.
 #[derive(Debug)]
-pub struct StoqController(pub Box<dyn CongestionController>);
+pub struct StoqController {
+    inner: Box<dyn CongestionController>,
+    pacing: Arc<PacingRate>,
+}
+
+impl StoqController {
+    /// Wraps `inner`, publishing its pacing rate.
+    pub fn new(inner: Box<dyn CongestionController>) -> Self {
+        let pacing = Arc::new(PacingRate::default());
+        pacing.set(inner.pacing_rate());
+        StoqController { inner, pacing }
+    }
+
+    /// The STOQ controller inside.
+    pub fn controller(&self) -> &dyn CongestionController {
+        &*self.inner
+    }
+
+    /// Where this controller's pacing rate is published after every callback.
+    pub fn pacing_rate(&self) -> &Arc<PacingRate> {
+        &self.pacing
+    }
+
+    fn publish(&self) {
+        self.pacing.set(self.inner.pacing_rate());
+    }
+}
 
 fn rtt_sample(rtt: &RttEstimator) -> RttSample {
     let smoothed = rtt.get();
@@ -44,7 +78,8 @@ fn rtt_sample(rtt: &RttEstimator) -> RttSample {
 
 impl Controller for StoqController {
     fn on_sent(&mut self, now: Instant, bytes: u64, _last_packet_number: u64) {
-        self.0.on_packet_sent(now, bytes, false);
+        self.inner.on_packet_sent(now, bytes, false);
+        self.publish();
     }
 
     fn on_ack(
@@ -55,13 +90,14 @@ impl Controller for StoqController {
         app_limited: bool,
         rtt: &RttEstimator,
     ) {
-        self.0.on_ack(&AckEvent {
+        self.inner.on_ack(&AckEvent {
             now,
             sent_time: sent,
             bytes,
             app_limited,
             rtt: rtt_sample(rtt),
         });
+        self.publish();
     }
 
     fn on_end_acks(
@@ -71,7 +107,8 @@ impl Controller for StoqController {
         _app_limited: bool,
         _largest_packet_num_acked: Option<u64>,
     ) {
-        self.0.on_ack_batch_end(now, Some(in_flight));
+        self.inner.on_ack_batch_end(now, Some(in_flight));
+        self.publish();
     }
 
     fn on_congestion_event(
@@ -81,25 +118,27 @@ impl Controller for StoqController {
         is_persistent_congestion: bool,
         lost_bytes: u64,
     ) {
-        self.0.on_congestion_event(&CongestionEvent {
+        self.inner.on_congestion_event(&CongestionEvent {
             now,
             sent_time: sent,
             lost_bytes,
             persistent: is_persistent_congestion,
             ecn: lost_bytes == 0,
         });
+        self.publish();
     }
 
     fn on_mtu_update(&mut self, new_mtu: u16) {
-        self.0.on_mtu_update(new_mtu);
+        self.inner.on_mtu_update(new_mtu);
+        self.publish();
     }
 
     fn window(&self) -> u64 {
-        self.0.window()
+        self.inner.window()
     }
 
     fn metrics(&self) -> ControllerMetrics {
-        let m = self.0.metrics();
+        let m = self.inner.metrics();
         let mut out = ControllerMetrics::default();
         out.congestion_window = m.window;
         out.ssthresh = m.ssthresh;
@@ -109,11 +148,18 @@ impl Controller for StoqController {
     }
 
     fn clone_box(&self) -> Box<dyn Controller> {
-        Box::new(StoqController(self.0.clone_box()))
+        // quinn-proto clones the controller for a new path to the same IP (a port change)
+        // and for `Connection::congestion_state` snapshots. The clone shares the rate cell:
+        // the new path goes on publishing to the connection's pacer, and a snapshot gets no
+        // callbacks, so it never writes.
+        Box::new(StoqController {
+            inner: self.inner.clone_box(),
+            pacing: self.pacing.clone(),
+        })
     }
 
     fn initial_window(&self) -> u64 {
-        self.0.initial_window()
+        self.inner.initial_window()
     }
 
     fn into_any(self: Box<Self>) -> Box<dyn Any> {

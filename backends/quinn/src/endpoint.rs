@@ -128,6 +128,13 @@ impl QuinnTransport {
         }
 
         let socket = socket(spec.bind, cfg)?;
+        // A STOQ controller's pacing rate is honoured by the socket (quinn-proto has no
+        // pacing-rate hook); engine controllers keep quinn's socket untouched.
+        let socket: Arc<dyn quinn::AsyncUdpSocket> = if cfg.congestion.stoq_factory()?.is_some() {
+            crate::pacing::PacedSocket::new(socket)
+        } else {
+            socket
+        };
         let mut endpoint_config = quinn::EndpointConfig::default();
         endpoint_config
             .max_udp_payload_size(cfg.max_udp_payload)
@@ -194,7 +201,9 @@ async fn accept_loop(
         tokio::spawn(async move {
             let remote = incoming.remote_address();
             let result = tokio::time::timeout(handshake_timeout, async {
-                match incoming.accept() {
+                let accepted = incoming.accept();
+                crate::pacing::forget_built();
+                match accepted {
                     Ok(connecting) => connecting.await,
                     Err(e) => Err(e),
                 }
@@ -329,10 +338,9 @@ impl Transport for QuinnTransport {
             .client_config
             .clone()
             .ok_or_else(|| Error::config("tls.roots", "this endpoint has no trust roots"))?;
-        let connecting = self
-            .endpoint
-            .connect_with(client_config, addr, server_name)
-            .map_err(connect_error)?;
+        let connecting = self.endpoint.connect_with(client_config, addr, server_name);
+        crate::pacing::forget_built();
+        let connecting = connecting.map_err(connect_error)?;
         let timeout = self.config.connect_timeout;
         let conn = match tokio::time::timeout(timeout, connecting).await {
             Ok(Ok(conn)) => conn,

@@ -22,8 +22,11 @@
 //! * quinn always uses GRO where the kernel offers it and has no switch to turn it off;
 //!   `gro = false` is refused as a configuration error rather than silently ignored.
 //! * A custom [`CongestionController`](stoq_core::congestion::CongestionController) runs
-//!   inside quinn-proto through [`congestion::StoqControllerFactory`]; quinn keeps its own
-//!   pacer (derived from window and RTT), so `pacing_rate` is not honoured.
+//!   inside quinn-proto through [`congestion::StoqControllerFactory`]. quinn-proto paces
+//!   from window and RTT (1.25 × window / smoothed RTT) and has no pacing rate, so the
+//!   endpoint's socket is wrapped in [`pacing::PacedSocket`], which holds each connection's
+//!   sends to its controller's `pacing_rate` ([`Capability::PacingHonored`]); quinn's own
+//!   pacer still applies on top, so a connection never sends faster than either.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -31,6 +34,7 @@ pub mod congestion;
 mod connection;
 mod endpoint;
 mod errors;
+pub mod pacing;
 mod stream;
 
 use std::sync::Arc;
@@ -44,6 +48,8 @@ pub use endpoint::{bind_socket, transport_config, EngineIdentity, QuinnTransport
 pub const CAPABILITIES: Capabilities = Capabilities::from_slice(&[
     Capability::Datagrams,
     Capability::CustomCongestionControl,
+    // pacing::PacedSocket, for STOQ controllers.
+    Capability::PacingHonored,
     Capability::KeyingMaterialExport,
     Capability::Gso,
     Capability::Gro,

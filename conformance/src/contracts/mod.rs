@@ -101,4 +101,6 @@ pub static CONTRACTS: &[Contract] = &[
         "STOQ's NewReno, CUBIC and BBRv3 run inside the engine and move data"),
     contract!(robustness::custom_congestion_controller, 60,
         "a user-supplied congestion controller drives the engine, or bind says Unsupported"),
+    contract!(robustness::custom_pacing_rate_is_honoured, 60,
+        "a backend claiming pacing_honored sends no faster than the controller's pacing rate"),
 ];

@@ -340,6 +340,86 @@ pub async fn custom_congestion_controller(h: Harness) -> ContractResult {
     Ok(Outcome::Passed)
 }
 
+/// The rate [`custom_pacing_rate_is_honoured`]'s controller paces at: 1 MB/s, far below
+/// what any engine sends on loopback unpaced.
+const PACED_RATE: u64 = 1_000_000;
+/// Bytes moved in [`custom_pacing_rate_is_honoured`]: 1.5 s at [`PACED_RATE`].
+const PACED_LEN: usize = 1_500_000;
+/// The controller's window: far above [`PACED_LEN`], so the window never limits the
+/// sender and only pacing can hold it to [`PACED_RATE`].
+const PACED_WINDOW: u64 = 16 << 20;
+
+/// A controller with a huge fixed window and a fixed pacing rate.
+#[derive(Debug, Clone)]
+struct FixedRate;
+
+impl CongestionController for FixedRate {
+    fn name(&self) -> &str {
+        "fixed-rate"
+    }
+    fn on_packet_sent(&mut self, _now: Instant, _bytes: u64, _app_limited: bool) {}
+    fn on_ack(&mut self, _ack: &AckEvent) {}
+    fn on_congestion_event(&mut self, _e: &CongestionEvent) {}
+    fn on_packet_discarded(&mut self, _bytes: u64) {}
+    fn on_mtu_update(&mut self, _max_datagram_size: u16) {}
+    fn window(&self) -> u64 {
+        PACED_WINDOW
+    }
+    fn initial_window(&self) -> u64 {
+        PACED_WINDOW
+    }
+    fn pacing_rate(&self) -> Option<u64> {
+        Some(PACED_RATE)
+    }
+    fn metrics(&self) -> CongestionMetrics {
+        CongestionMetrics::new(PACED_WINDOW, 0).with_pacing_rate(Some(PACED_RATE))
+    }
+    fn clone_box(&self) -> Box<dyn CongestionController> {
+        Box::new(self.clone())
+    }
+}
+
+struct FixedRateFactory;
+
+impl CongestionControllerFactory for FixedRateFactory {
+    fn name(&self) -> &str {
+        "fixed-rate"
+    }
+    fn build(&self, _now: Instant, _mtu: u16) -> Box<dyn CongestionController> {
+        Box::new(FixedRate)
+    }
+}
+
+/// A backend claiming [`Capability::PacingHonored`] sends no faster than the controller's
+/// `pacing_rate`, although the window would allow the whole transfer at once. The check is
+/// a lower bound on the transfer's duration (at most a 10 % burst allowance early), so a
+/// slow machine cannot fail it; an unpaced engine moves the bytes in milliseconds here.
+pub async fn custom_pacing_rate_is_honoured(h: Harness) -> ContractResult {
+    let mut cfg = h.config.clone();
+    cfg.congestion = CongestionConfig::custom(Arc::new(FixedRateFactory));
+    if !h
+        .capabilities()
+        .contains(Capability::CustomCongestionControl)
+    {
+        return expect_unsupported_bind(&h, cfg, Capability::CustomCongestionControl);
+    }
+    if !h.client.capabilities().contains(Capability::PacingHonored) {
+        // Hosting a controller without honouring its rate is allowed; the claim is what
+        // this contract holds backends to.
+        return Ok(Outcome::Unsupported(Capability::PacingHonored));
+    }
+    let started = Instant::now();
+    transfer_with(&h, cfg, PACED_LEN).await?;
+    let took = started.elapsed();
+    let floor = Duration::from_secs_f64(0.9 * PACED_LEN as f64 / PACED_RATE as f64);
+    ensure!(
+        took >= floor,
+        "{PACED_LEN} bytes paced at {PACED_RATE} B/s arrived in {took:?}, under {floor:?}: \
+         the engine did not hold to the controller's pacing rate"
+    );
+    Ok(Outcome::Passed)
+}
+
 /// Handshakes per worker in [`handshake_flood_spares_connections`]: enough to churn the
 /// endpoints' connection tables (over a thousand connections come and go; a quiche race
 /// that hit about one close in a hundred needed this many to show) while staying a few
