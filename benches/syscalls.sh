@@ -15,6 +15,9 @@
 #   uring         phoenix --backend uring bench-server / bench --to
 #   quinn-1t, uring-1t  the same with --worker-threads 0 on both processes: tokio's
 #                 current-thread runtime, application, QUIC engine and I/O on one thread
+#   quinn-8c, uring-8c, quinn-8c-1t, uring-8c-1t  the same with `bench --connections 8`:
+#                 the MIB split across 8 parallel connections of one client endpoint to
+#                 one server endpoint, one stream each (the matrix's bulk_8conn shape)
 #   uring-sqpoll  backends/uring/examples/uring_bench.rs (same protocol and config, through
 #                 TunedUringBackend with SQPOLL, idle 2 ms, thread unpinned)
 #   uring-sqpoll-cpu1  the same with the SQPOLL thread pinned to CPU 1
@@ -67,10 +70,16 @@ for s in $SYSCALLS; do
         && EVENTS+=(-e "syscalls:sys_enter_$s")
 done
 
+# phoenix rows: <backend>[-8c][-1t].
+phoenix_flags() { # row -> global flags
+    local b=${1%%-*}
+    case $1 in *-1t) echo "--worker-threads 0 --backend $b" ;; *) echo "--backend $b" ;; esac
+}
+connections() { case $1 in *-8c*) echo 8 ;; *) echo 1 ;; esac; }
 server_cmd() {
     case $1 in
-        quinn | uring) echo "$WORK/phoenix --backend $1 bench-server --bind [::1]:0" ;;
-        quinn-1t | uring-1t) echo "$WORK/phoenix --worker-threads 0 --backend ${1%-1t} bench-server --bind [::1]:0" ;;
+        quinn | uring | quinn-1t | uring-1t | quinn-8c | uring-8c | quinn-8c-1t | uring-8c-1t)
+            echo "$WORK/phoenix $(phoenix_flags "$1") bench-server --bind [::1]:0" ;;
         uring-sqpoll) echo "$WORK/uring_bench server --sqpoll-idle-ms 2" ;;
         uring-sqpoll-cpu1) echo "$WORK/uring_bench server --sqpoll-idle-ms 2 --sqpoll-cpu 1" ;;
         *) echo "unknown row $1" >&2; exit 2 ;;
@@ -78,8 +87,8 @@ server_cmd() {
 }
 client_cmd() { # row addr
     case $1 in
-        quinn | uring) echo "$WORK/phoenix --backend $1 bench --to $2 --mib $MIB --runs 1 --json" ;;
-        quinn-1t | uring-1t) echo "$WORK/phoenix --worker-threads 0 --backend ${1%-1t} bench --to $2 --mib $MIB --runs 1 --json" ;;
+        quinn | uring | quinn-1t | uring-1t | quinn-8c | uring-8c | quinn-8c-1t | uring-8c-1t)
+            echo "$WORK/phoenix $(phoenix_flags "$1") bench --to $2 --mib $MIB --runs 1 --connections $(connections "$1") --json" ;;
         uring-sqpoll) echo "$WORK/uring_bench client --to $2 --mib $MIB --sqpoll-idle-ms 2" ;;
         uring-sqpoll-cpu1) echo "$WORK/uring_bench client --to $2 --mib $MIB --sqpoll-idle-ms 2 --sqpoll-cpu 1" ;;
     esac
@@ -165,9 +174,12 @@ for row in rows:
     r["summary"] = summary
     doc["rows"][row] = r
 ratios = {}
-# Each row is compared with the quinn row on the same runtime (quinn-1t for the -1t rows).
+# Each row is compared with the quinn row of the same shape (connections, runtime):
+# uring-8c-1t with quinn-8c-1t, uring-1t with quinn-1t, the SQPOLL rows with quinn.
 for row in rows:
-    base = "quinn-1t" if row.endswith("-1t") else "quinn"
+    shape = row.split("-", 1)[1] if "-" in row else ""
+    base = "quinn-" + shape if shape and "quinn-" + shape in doc["rows"] else (
+        "quinn-1t" if row.endswith("-1t") else "quinn")
     if row.startswith("quinn") or base not in doc["rows"]:
         continue
     q = doc["rows"][base]["summary"]
@@ -180,7 +192,8 @@ json.dump(doc, open(os.path.join(out, "syscalls.json"), "w"), indent=2)
 def k(v):
     return f"{v/1000:.1f}k" if v >= 1000 else f"{v:.0f}"
 lines = ["# System calls per GiB: stoq-uring against stoq-quinn", "",
-         f"Machine: {machine}. Loopback [::1], one connection, one stream, {mib} MiB per run "
+         f"Machine: {machine}. Loopback [::1], one connection (8 in the -8c rows, the MiB split "
+         f"across them), one stream each, {mib} MiB per run "
          f"uploaded client -> server and verified at the receiver, 1452 B maximum UDP payload, "
          f"{runs} runs per row (a fresh server and client process per run); medians, [min-max].", "",
          f"Command: `{doc['command']}` (driver: benches/syscalls.sh; counts from "

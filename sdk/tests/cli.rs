@@ -102,6 +102,29 @@ fn bench_runs_on_a_current_thread_runtime() {
 }
 
 #[test]
+fn bench_splits_a_run_across_connections() {
+    // 1 MiB over 3 connections does not divide evenly: the last one carries the remainder,
+    // and the receivers together verify every byte.
+    let o = phoenix(&[
+        "--json",
+        "bench",
+        "--mib",
+        "1",
+        "--runs",
+        "1",
+        "--connections",
+        "3",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON on stdout");
+    assert_eq!(doc["connections"], 3);
+    assert_eq!(doc["runs"][0]["receiver"]["verified"], true);
+    assert_eq!(doc["runs"][0]["receiver"]["bytes"], 1 << 20);
+    let bad = phoenix(&["bench", "--connections", "0"]);
+    assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
+}
+
+#[test]
 fn bench_writes_a_congestion_trace() {
     let dir = tempfile::tempdir().unwrap();
     let trace = dir.path().join("cc.jsonl");

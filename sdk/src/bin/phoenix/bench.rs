@@ -1,6 +1,6 @@
-//! `phoenix bench`: bulk goodput on one connection and one stream, measured and verified
-//! at the receiver; against a loopback server process (default) or a remote `phoenix
-//! serve`.
+//! `phoenix bench`: bulk goodput on one connection and one stream (or `--connections N`
+//! in parallel, one stream each), measured and verified at the receiver; against a
+//! loopback server process (default) or a remote `phoenix serve`.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
@@ -17,9 +17,15 @@ pub struct Args {
     /// started on loopback.
     #[arg(long)]
     to: Option<String>,
-    /// Payload per run, in MiB.
+    /// Payload per run, in MiB (split evenly across the connections).
     #[arg(long, default_value_t = 1024)]
     mib: u64,
+    /// Connections per run, all from one client endpoint and started together, one stream
+    /// each. With more than one, a run's goodput is the verified bytes of all of them over
+    /// the longest connection's receive time, and its CPU figures are the processes' own
+    /// over the run (the receiver's: the longest of the connections' windows).
+    #[arg(long, default_value_t = 1)]
+    connections: u64,
     /// Number of runs (each on a fresh connection); the median is reported.
     #[arg(long, default_value_t = 5)]
     runs: usize,
@@ -112,8 +118,10 @@ fn spawn_server(
 }
 
 pub async fn run(global: &crate::common::Global, args: Args, json: bool) -> Result<(), CliError> {
-    if args.runs == 0 || args.mib == 0 {
-        return Err(CliError::input("--runs and --mib must be at least 1"));
+    if args.runs == 0 || args.mib == 0 || args.connections == 0 {
+        return Err(CliError::input(
+            "--runs, --mib and --connections must be at least 1",
+        ));
     }
     let backend = phoenix::backend(&global.backend)?;
     // Create the certificate store before a server process opens it.
@@ -132,7 +140,7 @@ pub async fn run(global: &crate::common::Global, args: Args, json: bool) -> Resu
     let bar = crate::progress(!json, args.runs as u64, "runs");
     let mut runs: Vec<RunReport> = Vec::new();
     for i in 0..args.runs {
-        let r = loopback::run_once(&client, addr, bytes, 0x5eed_0000 + i as u64)
+        let r = run_parallel(&client, addr, bytes, args.connections, i as u64)
             .await
             .map_err(|e| CliError::failed(format!("run {}: {e}", i + 1)))?;
         if !r.receiver.verified || r.receiver.bytes != bytes {
@@ -174,7 +182,8 @@ pub async fn run(global: &crate::common::Global, args: Args, json: bool) -> Resu
         let doc = serde_json::json!({
             "backend": global.backend,
             "peer": addr.to_string(),
-            "scenario": "bulk, 1 connection, 1 stream",
+            "scenario": format!("bulk, {} connection(s), 1 stream each", args.connections),
+            "connections": args.connections,
             "bytes_per_run": bytes,
             "goodput_gbps": { "median": med, "min": min, "max": max, "runs": gbps },
             "receiver_cpu_seconds_per_gb": median(&recv_cpu),
@@ -198,4 +207,52 @@ pub async fn run(global: &crate::common::Global, args: Args, json: bool) -> Resu
         );
     }
     Ok(())
+}
+
+/// One run: `bytes` split across `connections` parallel connections of `client` (each its
+/// own seed), folded into one report (see `Args::connections`).
+async fn run_parallel(
+    client: &std::sync::Arc<dyn stoq_core::Transport>,
+    addr: SocketAddr,
+    bytes: u64,
+    connections: u64,
+    run: u64,
+) -> Result<RunReport, stoq_core::Error> {
+    if connections == 1 {
+        return loopback::run_once(client, addr, bytes, 0x5eed_0000 + run).await;
+    }
+    let cpu0 = stoq_bench::usage::cpu_time();
+    let each = bytes / connections;
+    let runs = futures_util::future::try_join_all((0..connections).map(|c| {
+        let len = if c + 1 == connections {
+            bytes - each * (connections - 1)
+        } else {
+            each
+        };
+        loopback::run_once(client, addr, len, 0x5eed_0000 + (run << 8) + c)
+    }))
+    .await?;
+    let sender_cpu_seconds = (stoq_bench::usage::cpu_time() - cpu0).as_secs_f64();
+    let mut total = runs[0].clone();
+    let rtts: Vec<f64> = runs.iter().map(|r| r.rtt_micros as f64).collect();
+    for r in &runs[1..] {
+        let (t, x) = (&mut total.receiver, &r.receiver);
+        t.bytes += x.bytes;
+        t.seconds = t.seconds.max(x.seconds);
+        t.verified &= x.verified;
+        if t.error.is_none() {
+            t.error.clone_from(&x.error);
+        }
+        t.cpu_seconds = t.cpu_seconds.max(x.cpu_seconds);
+        total.handshake_seconds = total.handshake_seconds.max(r.handshake_seconds);
+        total.packets_lost += r.packets_lost;
+    }
+    total.receiver.goodput_bps = if total.receiver.seconds > 0.0 {
+        total.receiver.bytes as f64 * 8.0 / total.receiver.seconds
+    } else {
+        0.0
+    };
+    total.sender_cpu_seconds = sender_cpu_seconds;
+    total.rtt_micros = median(&rtts).unwrap_or(0.0) as u128;
+    Ok(total)
 }
