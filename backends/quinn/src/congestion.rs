@@ -29,9 +29,9 @@ pub struct StoqControllerFactory(pub Arc<dyn CongestionControllerFactory>);
 
 impl ControllerFactory for StoqControllerFactory {
     fn build(self: Arc<Self>, now: Instant, current_mtu: u16) -> Box<dyn Controller> {
-        let controller = StoqController::new(self.0.build(now, current_mtu));
+        let controller = StoqController::new(self.0.build(now, current_mtu), now);
         // For the paced socket's poller of the connection being created (see `pacing`).
-        pacing::controller_built(controller.pacing.clone());
+        pacing::controller_built(&controller.pacing);
         Box::new(controller)
     }
 }
@@ -44,10 +44,10 @@ pub struct StoqController {
 }
 
 impl StoqController {
-    /// Wraps `inner`, publishing its pacing rate.
-    pub fn new(inner: Box<dyn CongestionController>) -> Self {
+    /// Wraps `inner`, publishing its pacing rate as of `now`.
+    pub fn new(inner: Box<dyn CongestionController>, now: Instant) -> Self {
         let pacing = Arc::new(PacingRate::default());
-        pacing.set(inner.pacing_rate());
+        pacing.set(inner.pacing_rate(), now);
         StoqController { inner, pacing }
     }
 
@@ -61,8 +61,8 @@ impl StoqController {
         &self.pacing
     }
 
-    fn publish(&self) {
-        self.pacing.set(self.inner.pacing_rate());
+    fn publish(&self, now: Instant) {
+        self.pacing.set(self.inner.pacing_rate(), now);
     }
 }
 
@@ -79,7 +79,7 @@ fn rtt_sample(rtt: &RttEstimator) -> RttSample {
 impl Controller for StoqController {
     fn on_sent(&mut self, now: Instant, bytes: u64, _last_packet_number: u64) {
         self.inner.on_packet_sent(now, bytes, false);
-        self.publish();
+        self.publish(now);
     }
 
     fn on_ack(
@@ -97,7 +97,7 @@ impl Controller for StoqController {
             app_limited,
             rtt: rtt_sample(rtt),
         });
-        self.publish();
+        self.publish(now);
     }
 
     fn on_end_acks(
@@ -108,7 +108,7 @@ impl Controller for StoqController {
         _largest_packet_num_acked: Option<u64>,
     ) {
         self.inner.on_ack_batch_end(now, Some(in_flight));
-        self.publish();
+        self.publish(now);
     }
 
     fn on_congestion_event(
@@ -125,12 +125,13 @@ impl Controller for StoqController {
             persistent: is_persistent_congestion,
             ecn: lost_bytes == 0,
         });
-        self.publish();
+        self.publish(now);
     }
 
     fn on_mtu_update(&mut self, new_mtu: u16) {
         self.inner.on_mtu_update(new_mtu);
-        self.publish();
+        // quinn gives no time here; the rate rarely changes on an MTU update.
+        self.publish(Instant::now());
     }
 
     fn window(&self) -> u64 {
@@ -148,8 +149,8 @@ impl Controller for StoqController {
     }
 
     fn clone_box(&self) -> Box<dyn Controller> {
-        // quinn-proto clones the controller for a new path to the same IP (a port change)
-        // and for `Connection::congestion_state` snapshots. The clone shares the rate cell:
+        // quinn-proto clones the controller for a new IPv4 path to the same address (a port
+        // change) and for `Connection::congestion_state` snapshots. The clone shares the rate cell:
         // the new path goes on publishing to the connection's pacer, and a snapshot gets no
         // callbacks, so it never writes.
         Box::new(StoqController {

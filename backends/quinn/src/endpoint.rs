@@ -173,7 +173,9 @@ impl QuinnTransport {
         })
     }
 
-    /// The underlying quinn endpoint.
+    /// The underlying quinn endpoint. Rebinding it ([`quinn::Endpoint::rebind`]) replaces
+    /// the socket STOQ set up, and with it the pacing of STOQ controllers
+    /// ([`crate::pacing`]) for every connection alive then.
     pub fn quinn(&self) -> &quinn::Endpoint {
         &self.endpoint
     }
@@ -236,7 +238,9 @@ async fn accept_loop(
 
 /// quinn's transport config for STOQ's: the exact settings every STOQ quinn endpoint uses
 /// (exported so a benchmark driving quinn directly uses the same ones, keeping the
-/// framework-overhead ratio honest).
+/// framework-overhead ratio honest). With a STOQ controller configured, a quinn endpoint
+/// built from this alone does not honour the controller's pacing rate: that takes the
+/// socket wrapper [`crate::pacing::PacedSocket`], which [`QuinnTransport::bind`] adds.
 pub fn transport_config(cfg: &TransportConfig) -> Result<quinn::TransportConfig, Error> {
     let varint = |field: &str, v: u64| {
         quinn::VarInt::from_u64(v).map_err(|_| Error::config(field, "must be below 2^62"))

@@ -26,7 +26,8 @@
 //!   from window and RTT (1.25 × window / smoothed RTT) and has no pacing rate, so the
 //!   endpoint's socket is wrapped in [`pacing::PacedSocket`], which holds each connection's
 //!   sends to its controller's `pacing_rate` ([`Capability::PacingHonored`]); quinn's own
-//!   pacer still applies on top, so a connection never sends faster than either.
+//!   pacer still applies on top. The limits (bursts, the longest hold, rebinding) are in
+//!   the [`pacing`] module's documentation.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 

@@ -12,17 +12,27 @@
 //!
 //! * quinn creates one [`UdpPoller`] per connection, in the same synchronous call (under
 //!   its endpoint lock) in which quinn-proto builds that connection's controller.
-//!   [`StoqControllerFactory`](crate::congestion::StoqControllerFactory) leaves the new
-//!   controller's [`PacingRate`] in a thread-local slot and
-//!   [`PacedSocket::create_io_poller`] takes it, so each poller knows its connection's
-//!   rate. A controller built later on the connection's own driver (quinn-proto builds a
-//!   new one when the peer migrates to another IP) is picked up by that connection's next
-//!   `poll_writable`, which runs on the same thread right after.
+//!   [`StoqControllerFactory`](crate::congestion::StoqControllerFactory) registers the new
+//!   controller's [`PacingRate`] under the tokio task that built it, and
+//!   [`PacedSocket::create_io_poller`] takes the registration of the current task, so each
+//!   poller knows its connection's rate.
+//! * quinn-proto builds another controller when the peer migrates (to another IPv4
+//!   address, or to any other IPv6 address or port), on the connection's own driver task;
+//!   that connection's poller, polled by the same task, adopts it on its next
+//!   `poll_writable`. The bucket keeps every controller it adopted (weakly: quinn-proto
+//!   owns them) and paces at the rate written last, so a path validation that fails and
+//!   brings the old path (and controller) back also brings its rate back. A registration
+//!   nobody takes (a handshake quinn refused after building, a build in a task that is not a
+//!   connection driver) is matched to no other task and dies with its controller.
 //! * quinn's connection driver calls `poll_writable` and then, synchronously on the same
 //!   thread, `try_send` for each transmit. `poll_writable` returns `Pending` (and arms a
 //!   tokio timer) while the bucket is in debt; when it returns `Ready` it names its bucket
-//!   in a second thread-local slot, and `try_send` charges the bytes it sent to that bucket.
-//!
+//!   in a thread-local slot, and `try_send` charges the bytes it sent to that bucket.
+//! * A transmit is never held longer than [`MAX_HOLD`]: debt beyond that is forgiven. The
+//!   pacer cannot tell ACK-only packets, loss probes or a CONNECTION_CLOSE (which
+//!   quinn-proto itself never paces) from data, so at a very low rate it would otherwise
+//!   hold them behind a data batch for seconds; the price is that a rate below one
+//!   transmit per [`MAX_HOLD`] is not enforced.
 //! * A GSO batch (up to 10 datagrams, quinn-proto's own burst floor) is charged whole, so
 //!   its datagrams leave up to one batch's pacing interval after quinn-proto stamped them,
 //!   and that delay lands in the controller's RTT samples. Capping batches at about 1 ms of
@@ -30,20 +40,25 @@
 //!   rejected: on the emulated 50 Mbit/s path two STOQ BBRv3 flows on quinn shared worse
 //!   with it (Jain's index 0.64-0.82 over 40 s, against 0.85-0.97 without).
 //!
-//! The hand-offs rely on those two orderings in quinn 0.11's `Connecting::new` and
-//! `ConnectionDriver::drive_transmit`; the workspace pins quinn 0.11 and the conformance
-//! contract `custom_pacing_rate_is_honoured` fails if they ever stop holding. A transmit
-//! quinn sends outside a connection (stateless resets, version negotiation) is not paced.
-//! No crate offers pacing for an `AsyncUdpSocket`, hence this module.
+//! Limits: the hand-offs rely on those orderings in quinn 0.11's `Connecting::new` and
+//! `ConnectionDriver::drive_transmit` (the workspace pins quinn 0.11; the conformance
+//! contract `custom_pacing_rate_is_honoured` checks a client connection whose rate changes
+//! mid-transfer). A transmit quinn sends outside a connection (stateless resets, version
+//! negotiation) is not paced. Rebinding the endpoint through [`quinn::Endpoint::rebind`]
+//! (reachable via `QuinnTransport::quinn`) replaces the socket and every connection's
+//! poller, which ends pacing for the connections alive then. A fresh or idle bucket lets
+//! one burst of `max(2 ms at the rate, 16 KiB)` go at once. No crate offers pacing for an
+//! `AsyncUdpSocket`, hence this module.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, LazyLock, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -51,50 +66,101 @@ use quinn::udp::{RecvMeta, Transmit};
 use quinn::{AsyncUdpSocket, UdpPoller};
 use tokio::time::{Instant, Sleep};
 
-/// A connection's pacing rate in bytes per second, written by its controller adapter after
-/// every callback and read by the pacer before every send. 0 means "no rate": quinn's own
-/// pacer alone applies.
+/// A controller's pacing rate in bytes per second, written by its adapter after every
+/// callback and read by the pacer before every send; with the time of the last write, so a
+/// bucket that knows several controllers of one connection follows the live one. A rate
+/// of 0 means "no rate": quinn's own pacer alone applies.
 #[derive(Debug, Default)]
-pub struct PacingRate(AtomicU64);
+pub struct PacingRate {
+    rate: AtomicU64,
+    /// Nanoseconds since [`EPOCH`] at the last write, plus one (0 = never written).
+    written: AtomicU64,
+}
+
+/// The time base of [`PacingRate`]'s write stamps.
+static EPOCH: LazyLock<std::time::Instant> = LazyLock::new(std::time::Instant::now);
 
 impl PacingRate {
-    /// Publishes the controller's current rate (`None` = no rate).
-    pub fn set(&self, bytes_per_second: Option<u64>) {
-        self.0.store(bytes_per_second.unwrap_or(0), Relaxed);
+    /// Publishes the controller's current rate (`None` = no rate) at `now`.
+    pub fn set(&self, bytes_per_second: Option<u64>, now: std::time::Instant) {
+        self.rate.store(bytes_per_second.unwrap_or(0), Relaxed);
+        let stamp = now.saturating_duration_since(*EPOCH).as_nanos() as u64 + 1;
+        self.written.fetch_max(stamp, Relaxed);
     }
 
     /// The last published rate, bytes per second, or `None`.
     pub fn get(&self) -> Option<u64> {
-        match self.0.load(Relaxed) {
+        match self.rate.load(Relaxed) {
             0 => None,
             r => Some(r),
         }
     }
 }
 
+/// Who built a controller: the tokio task, or the thread outside any task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Builder {
+    Task(tokio::task::Id),
+    Thread(std::thread::ThreadId),
+}
+
+impl Builder {
+    fn current() -> Self {
+        match tokio::task::try_id() {
+            Some(id) => Builder::Task(id),
+            None => Builder::Thread(std::thread::current().id()),
+        }
+    }
+}
+
+/// Controllers built and not yet adopted by a poller, by builder; [`PENDING_LEN`] lets the
+/// per-poll check skip the lock when there are none.
+static PENDING: LazyLock<Mutex<HashMap<Builder, Weak<PacingRate>>>> =
+    LazyLock::new(|| Mutex::new(HashMap::new()));
+static PENDING_LEN: AtomicUsize = AtomicUsize::new(0);
+
+fn pending() -> std::sync::MutexGuard<'static, HashMap<Builder, Weak<PacingRate>>> {
+    PENDING.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 thread_local! {
-    /// The rate of the controller quinn-proto built last on this thread, until a poller
-    /// takes it.
-    static BUILT: RefCell<Option<Arc<PacingRate>>> = const { RefCell::new(None) };
     /// The bucket of the poller that just said "writable" on this thread, for the
     /// `try_send` that follows.
     static SENDING: RefCell<Option<Arc<Bucket>>> = const { RefCell::new(None) };
 }
 
-/// Records the rate of a controller just built on this thread (called by the factory).
-pub(crate) fn controller_built(rate: Arc<PacingRate>) {
-    BUILT.with(|b| *b.borrow_mut() = Some(rate));
+/// Registers a controller just built by the current task (called by the factory).
+pub(crate) fn controller_built(rate: &Arc<PacingRate>) {
+    let mut p = pending();
+    if p.len() >= 64 {
+        // Builds no poller took (endpoints without a paced socket) go once their
+        // controllers are gone.
+        p.retain(|_, w| w.strong_count() > 0);
+    }
+    p.insert(Builder::current(), Arc::downgrade(rate));
+    PENDING_LEN.store(p.len(), Relaxed);
 }
 
-/// Forgets a built controller no poller took (called after each `connect`/`accept`, so a
-/// handshake quinn refused after building its controller cannot hand that rate to an
-/// unrelated connection later).
+/// Forgets what the current task built and no poller took (called after each
+/// `connect`/`accept`: a handshake quinn refused after building its controller).
 pub(crate) fn forget_built() {
-    BUILT.with(|b| b.borrow_mut().take());
+    if PENDING_LEN.load(Relaxed) == 0 {
+        return;
+    }
+    let mut p = pending();
+    p.remove(&Builder::current());
+    PENDING_LEN.store(p.len(), Relaxed);
 }
 
-fn take_built() -> Option<Arc<PacingRate>> {
-    BUILT.with(|b| b.borrow_mut().take())
+/// Takes what the current task built, if it is still alive.
+fn take_built() -> Option<Weak<PacingRate>> {
+    if PENDING_LEN.load(Relaxed) == 0 {
+        return None;
+    }
+    let mut p = pending();
+    let taken = p.remove(&Builder::current());
+    PENDING_LEN.store(p.len(), Relaxed);
+    taken.filter(|w| w.strong_count() > 0)
 }
 
 /// The most a bucket holds, so an idle connection does not bank an unbounded burst: 2 ms
@@ -104,11 +170,15 @@ fn take_built() -> Option<Arc<PacingRate>> {
 const BURST: Duration = Duration::from_millis(2);
 /// The smallest burst: a 10-segment GSO batch of 1,452-byte datagrams plus slack.
 pub const MIN_BURST_BYTES: f64 = 16.0 * 1024.0;
+/// The longest the pacer holds a transmit (see the module documentation).
+pub const MAX_HOLD: Duration = Duration::from_millis(50);
 /// One connection's token bucket. Tokens may go negative: a transmit is sent whole once the
 /// bucket is out of debt and its size is charged after, so a GSO batch is never split.
 #[derive(Debug)]
 struct Bucket {
-    rate: Mutex<Arc<PacingRate>>,
+    /// The connection's controllers (current path, and earlier ones quinn-proto may go
+    /// back to).
+    rates: Mutex<Vec<Weak<PacingRate>>>,
     state: Mutex<Tokens>,
 }
 
@@ -119,9 +189,9 @@ struct Tokens {
 }
 
 impl Bucket {
-    fn new(rate: Arc<PacingRate>) -> Self {
+    fn new(rate: Weak<PacingRate>) -> Self {
         Bucket {
-            rate: Mutex::new(rate),
+            rates: Mutex::new(vec![rate]),
             state: Mutex::new(Tokens {
                 tokens: 0.0,
                 last: None,
@@ -129,11 +199,25 @@ impl Bucket {
         }
     }
 
-    fn rate(&self) -> Option<u64> {
-        self.rate.lock().unwrap_or_else(|e| e.into_inner()).get()
+    /// Adds a controller built later for this connection (a new path's).
+    fn adopt(&self, rate: Weak<PacingRate>) {
+        let mut r = self.rates.lock().unwrap_or_else(|e| e.into_inner());
+        r.retain(|w| w.strong_count() > 0);
+        r.push(rate);
     }
 
-    /// When the bucket will be out of debt at `rate`, or `None` if it is now.
+    /// The rate of the live controller written last.
+    fn rate(&self) -> Option<u64> {
+        let r = self.rates.lock().unwrap_or_else(|e| e.into_inner());
+        let newest = r
+            .iter()
+            .filter_map(Weak::upgrade)
+            .max_by_key(|c| c.written.load(Relaxed))?;
+        newest.get()
+    }
+
+    /// When the bucket will be out of debt at `rate` (at most [`MAX_HOLD`] from now), or
+    /// `None` if it is now.
     fn ready_at(&self, rate: u64, now: Instant) -> Option<Instant> {
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let rate = rate as f64;
@@ -144,10 +228,11 @@ impl Bucket {
         };
         s.last = Some(now);
         if s.tokens >= 0.0 {
-            None
-        } else {
-            Some(now + Duration::from_secs_f64(-s.tokens / rate))
+            return None;
         }
+        // Forgive debt that would hold the transmit longer than MAX_HOLD.
+        s.tokens = s.tokens.max(-rate * MAX_HOLD.as_secs_f64());
+        Some(now + Duration::from_secs_f64(-s.tokens / rate))
     }
 
     fn charge(&self, bytes: usize) {
@@ -234,9 +319,10 @@ impl UdpPoller for PacedPoller {
     fn poll_writable(mut self: Pin<&mut Self>, cx: &mut Context) -> Poll<io::Result<()>> {
         let this = &mut *self;
         if let Some(rate) = take_built() {
-            // A controller quinn-proto built on this connection's driver: a new path's.
+            // A controller quinn-proto built in this connection's driver task: a new
+            // path's.
             match &this.bucket {
-                Some(b) => *b.rate.lock().unwrap_or_else(|e| e.into_inner()) = rate,
+                Some(b) => b.adopt(rate),
                 None => this.bucket = Some(Arc::new(Bucket::new(rate))),
             }
         }
@@ -259,7 +345,7 @@ impl UdpPoller for PacedPoller {
             }
         }
         let ready = this.inner.as_mut().poll_writable(cx);
-        if ready.is_ready() {
+        if matches!(ready, Poll::Ready(Ok(()))) {
             let bucket = this.bucket.clone();
             SENDING.with(|s| *s.borrow_mut() = bucket);
         }
@@ -274,8 +360,8 @@ mod tests {
     #[test]
     fn bucket_allows_a_burst_then_holds_to_the_rate() {
         let rate = Arc::new(PacingRate::default());
-        rate.set(Some(1_000_000));
-        let b = Bucket::new(rate);
+        rate.set(Some(1_000_000), std::time::Instant::now());
+        let b = Bucket::new(Arc::downgrade(&rate));
         let t0 = Instant::now();
         // A fresh bucket is full: one burst goes at once.
         assert_eq!(b.ready_at(1_000_000, t0), None);
@@ -293,7 +379,7 @@ mod tests {
     #[test]
     fn idle_credit_is_capped() {
         let rate = Arc::new(PacingRate::default());
-        let b = Bucket::new(rate);
+        let b = Bucket::new(Arc::downgrade(&rate));
         let t0 = Instant::now();
         assert_eq!(b.ready_at(1_000_000, t0), None);
         // A minute idle banks no more than the cap.
@@ -304,12 +390,80 @@ mod tests {
     }
 
     #[test]
+    fn no_transmit_is_held_longer_than_max_hold() {
+        let rate = Arc::new(PacingRate::default());
+        let b = Bucket::new(Arc::downgrade(&rate));
+        let t0 = Instant::now();
+        assert_eq!(b.ready_at(1_000, t0), None);
+        // 100 kB of debt at 1 kB/s would be 100 s; the hold stops at MAX_HOLD and the
+        // rest of the debt is forgiven.
+        b.charge(MIN_BURST_BYTES as usize + 100_000);
+        let at = b.ready_at(1_000, t0).expect("in debt");
+        assert!(at - t0 <= MAX_HOLD, "{:?}", at - t0);
+        assert_eq!(b.ready_at(1_000, at), None);
+    }
+
+    #[test]
+    fn bucket_follows_the_controller_written_last() {
+        let t = std::time::Instant::now();
+        let old = Arc::new(PacingRate::default());
+        let new = Arc::new(PacingRate::default());
+        old.set(Some(1_000), t);
+        let b = Bucket::new(Arc::downgrade(&old));
+        assert_eq!(b.rate(), Some(1_000));
+        // A new path's controller: adopted, and written after the old one.
+        new.set(Some(2_000), t + Duration::from_millis(1));
+        b.adopt(Arc::downgrade(&new));
+        assert_eq!(b.rate(), Some(2_000));
+        // The path validation failed: the old path's controller is live again.
+        old.set(Some(3_000), t + Duration::from_millis(2));
+        assert_eq!(b.rate(), Some(3_000));
+        // A controller quinn-proto dropped no longer counts.
+        drop(old);
+        assert_eq!(b.rate(), Some(2_000));
+        drop(new);
+        assert_eq!(b.rate(), None);
+    }
+
+    #[tokio::test]
+    async fn a_registration_goes_only_to_the_task_that_built() {
+        let rate = Arc::new(PacingRate::default());
+        let r = rate.clone();
+        tokio::spawn(async move { controller_built(&r) })
+            .await
+            .unwrap();
+        // Another task (this one) does not get it, and neither does another thread.
+        assert!(take_built().is_none());
+        let other = std::thread::spawn(|| take_built().is_none())
+            .join()
+            .unwrap();
+        assert!(other);
+        // The builder does.
+        let rate2 = Arc::new(PacingRate::default());
+        let r2 = rate2.clone();
+        let took = tokio::spawn(async move {
+            controller_built(&r2);
+            take_built().is_some() && take_built().is_none()
+        })
+        .await
+        .unwrap();
+        assert!(took);
+        // A registration whose controller is gone is never handed out.
+        let dead = Arc::new(PacingRate::default());
+        controller_built(&dead);
+        drop(dead);
+        assert!(take_built().is_none());
+        drop(rate);
+    }
+
+    #[test]
     fn no_rate_means_none() {
         let r = PacingRate::default();
         assert_eq!(r.get(), None);
-        r.set(Some(5));
+        let now = std::time::Instant::now();
+        r.set(Some(5), now);
         assert_eq!(r.get(), Some(5));
-        r.set(None);
+        r.set(None, now);
         assert_eq!(r.get(), None);
     }
 }

@@ -340,25 +340,36 @@ pub async fn custom_congestion_controller(h: Harness) -> ContractResult {
     Ok(Outcome::Passed)
 }
 
-/// The rate [`custom_pacing_rate_is_honoured`]'s controller paces at: 1 MB/s, far below
-/// what any engine sends on loopback unpaced.
-const PACED_RATE: u64 = 1_000_000;
-/// Bytes moved in [`custom_pacing_rate_is_honoured`]: 1.5 s at [`PACED_RATE`].
-const PACED_LEN: usize = 1_500_000;
+/// [`custom_pacing_rate_is_honoured`]'s controller paces at [`PACED_FAST`] until it has
+/// seen [`PACED_STEP`] bytes acknowledged, then at [`PACED_SLOW`]: both far below what any
+/// engine sends on loopback unpaced, and a pacer that kept the first rate would finish
+/// too early.
+const PACED_FAST: u64 = 2_000_000;
+/// See [`PACED_FAST`].
+const PACED_SLOW: u64 = 1_000_000;
+/// See [`PACED_FAST`].
+const PACED_STEP: u64 = 400_000;
+/// Bytes moved in [`custom_pacing_rate_is_honoured`]: 0.2 s at [`PACED_FAST`], then 1 s at
+/// [`PACED_SLOW`].
+const PACED_LEN: usize = 1_400_000;
 /// The controller's window: far above [`PACED_LEN`], so the window never limits the
-/// sender and only pacing can hold it to [`PACED_RATE`].
+/// sender and only pacing can hold it to the rate.
 const PACED_WINDOW: u64 = 16 << 20;
 
-/// A controller with a huge fixed window and a fixed pacing rate.
-#[derive(Debug, Clone)]
-struct FixedRate;
+/// A controller with a huge fixed window and a pacing rate that steps down once.
+#[derive(Debug, Clone, Default)]
+struct SteppedRate {
+    acked: u64,
+}
 
-impl CongestionController for FixedRate {
+impl CongestionController for SteppedRate {
     fn name(&self) -> &str {
-        "fixed-rate"
+        "stepped-rate"
     }
     fn on_packet_sent(&mut self, _now: Instant, _bytes: u64, _app_limited: bool) {}
-    fn on_ack(&mut self, _ack: &AckEvent) {}
+    fn on_ack(&mut self, ack: &AckEvent) {
+        self.acked += ack.bytes;
+    }
     fn on_congestion_event(&mut self, _e: &CongestionEvent) {}
     fn on_packet_discarded(&mut self, _bytes: u64) {}
     fn on_mtu_update(&mut self, _max_datagram_size: u16) {}
@@ -369,34 +380,39 @@ impl CongestionController for FixedRate {
         PACED_WINDOW
     }
     fn pacing_rate(&self) -> Option<u64> {
-        Some(PACED_RATE)
+        Some(if self.acked < PACED_STEP {
+            PACED_FAST
+        } else {
+            PACED_SLOW
+        })
     }
     fn metrics(&self) -> CongestionMetrics {
-        CongestionMetrics::new(PACED_WINDOW, 0).with_pacing_rate(Some(PACED_RATE))
+        CongestionMetrics::new(PACED_WINDOW, 0).with_pacing_rate(self.pacing_rate())
     }
     fn clone_box(&self) -> Box<dyn CongestionController> {
         Box::new(self.clone())
     }
 }
 
-struct FixedRateFactory;
+struct SteppedRateFactory;
 
-impl CongestionControllerFactory for FixedRateFactory {
+impl CongestionControllerFactory for SteppedRateFactory {
     fn name(&self) -> &str {
-        "fixed-rate"
+        "stepped-rate"
     }
     fn build(&self, _now: Instant, _mtu: u16) -> Box<dyn CongestionController> {
-        Box::new(FixedRate)
+        Box::new(SteppedRate::default())
     }
 }
 
 /// A backend claiming [`Capability::PacingHonored`] sends no faster than the controller's
-/// `pacing_rate`, although the window would allow the whole transfer at once. The check is
-/// a lower bound on the transfer's duration (at most a 10 % burst allowance early), so a
-/// slow machine cannot fail it; an unpaced engine moves the bytes in milliseconds here.
+/// `pacing_rate`, although the window would allow the whole transfer at once, and follows
+/// the rate when it changes. The check is a lower bound on the transfer's duration (10 %
+/// allowance for bursts), so a slow machine cannot fail it; an unpaced engine moves the
+/// bytes in milliseconds here, and one that kept the first rate in about 0.7 s.
 pub async fn custom_pacing_rate_is_honoured(h: Harness) -> ContractResult {
     let mut cfg = h.config.clone();
-    cfg.congestion = CongestionConfig::custom(Arc::new(FixedRateFactory));
+    cfg.congestion = CongestionConfig::custom(Arc::new(SteppedRateFactory));
     if !h
         .capabilities()
         .contains(Capability::CustomCongestionControl)
@@ -411,11 +427,13 @@ pub async fn custom_pacing_rate_is_honoured(h: Harness) -> ContractResult {
     let started = Instant::now();
     transfer_with(&h, cfg, PACED_LEN).await?;
     let took = started.elapsed();
-    let floor = Duration::from_secs_f64(0.9 * PACED_LEN as f64 / PACED_RATE as f64);
+    let paced = PACED_STEP as f64 / PACED_FAST as f64
+        + (PACED_LEN as u64 - PACED_STEP) as f64 / PACED_SLOW as f64;
+    let floor = Duration::from_secs_f64(0.9 * paced);
     ensure!(
         took >= floor,
-        "{PACED_LEN} bytes paced at {PACED_RATE} B/s arrived in {took:?}, under {floor:?}: \
-         the engine did not hold to the controller's pacing rate"
+        "{PACED_LEN} bytes paced at {PACED_FAST} then {PACED_SLOW} B/s arrived in {took:?}, \
+         under {floor:?}: the engine did not hold to the controller's pacing rate"
     );
     Ok(Outcome::Passed)
 }
