@@ -752,27 +752,42 @@ impl UringSocket {
         })?;
         let unavailable = |u: Unavailable| u.into_error(addr);
         require_kernel(6, 0, "multishot IORING_OP_RECVMSG (Linux 6.0)").map_err(unavailable)?;
-        // On a current-thread runtime every submission comes from the runtime's one thread,
-        // so both rings use COOP_TASKRUN: a receive completion does not interrupt that
-        // thread with an IPI to post its CQE (the interrupts took 14 % of the receiver's
-        // CPU); the kernel runs the work at the thread's next system call, and
-        // TASKRUN_FLAG tells `poll_recv` when work waits so it enters at once instead of
-        // parking. On a multi-threaded runtime the work belongs to whichever worker armed
-        // the receive, which another worker's `io_uring_enter` does not run: there the
-        // kernel's default (interrupt the owner) keeps completions timely.
-        let coop = runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread;
+        // Both rings use COOP_TASKRUN: a receive completion does not interrupt the thread
+        // that armed the receive with an IPI to post its CQE (the interrupts took 14 % of
+        // the receiver's CPU). The kernel runs that work when the thread next enters or
+        // leaves the kernel (a system call, the scheduler tick), and wakes it at once if it
+        // sleeps (epoll_wait, a futex), so a completion waits at most for the owner's next
+        // system call or tick. On a current-thread runtime that thread is the one that
+        // polls the receive ring, so TASKRUN_FLAG tells `poll_recv` when work waits and it
+        // enters at once instead of parking. On a multi-threaded runtime the work belongs
+        // to whichever worker armed the receive, which another worker's `io_uring_enter`
+        // does not run, so the flag is not asked for there (a retry on it made
+        // io_uring_enter calls explode to 460k per GiB).
+        let current_thread =
+            runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread;
         let mut builder = IoUring::builder();
-        builder.setup_cqsize(CQ_ENTRIES).setup_submit_all();
-        if coop {
-            builder.setup_coop_taskrun().setup_taskrun_flag();
+        builder
+            .setup_cqsize(CQ_ENTRIES)
+            .setup_submit_all()
+            .setup_coop_taskrun();
+        if current_thread {
+            builder.setup_taskrun_flag();
         }
         let ring = builder
             .build(RECV_SQ_ENTRIES)
             .map_err(|e| unavailable(Unavailable::from_setup_error(&e)))?;
         let mut builder = IoUring::builder();
         builder.setup_cqsize(CQ_ENTRIES).setup_submit_all();
-        if coop {
-            builder.setup_coop_taskrun().setup_taskrun_flag();
+        match &options.sqpoll {
+            // The kernel refuses COOP_TASKRUN with SQPOLL (EINVAL): the SQPOLL thread runs
+            // the send ring's task work itself.
+            Some(_) => {}
+            None => {
+                builder.setup_coop_taskrun();
+                if current_thread {
+                    builder.setup_taskrun_flag();
+                }
+            }
         }
         if let Some(sqpoll) = &options.sqpoll {
             builder.setup_sqpoll(sqpoll.idle.as_millis().min(u32::MAX as u128) as u32);

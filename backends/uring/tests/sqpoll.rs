@@ -157,3 +157,12 @@ async fn transfer_with_the_sqpoll_thread_pinned_to_a_cpu() {
         .await
         .expect("transfer within 60 s");
 }
+
+/// On tokio's current-thread runtime the rings ask for COOP_TASKRUN, which the kernel
+/// refuses together with SQPOLL; the send ring with SQPOLL must go without it.
+#[tokio::test]
+async fn transfer_with_sqpoll_on_a_current_thread_runtime() {
+    tokio::time::timeout(Duration::from_secs(60), transfer(SqPoll::default()))
+        .await
+        .expect("transfer within 60 s");
+}
