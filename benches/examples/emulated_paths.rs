@@ -72,6 +72,11 @@ const RECOVERY_WINDOW: Duration = Duration::from_millis(200);
 const RECOVERY_SHARE: f64 = 0.8;
 /// Second flow's start in the fairness scenario.
 const SECOND_FLOW_AT: Duration = Duration::from_secs(1);
+
+/// `RunArgs::second_flow_at_ms` of raw files written before the flag existed.
+fn default_second_flow_at_ms() -> u64 {
+    SECOND_FLOW_AT.as_millis() as u64
+}
 /// Write size of the sender.
 const CHUNK: usize = 64 * 1024;
 
@@ -124,6 +129,11 @@ struct RunArgs {
     /// Start of the fairness measurement window, seconds.
     #[arg(long, default_value_t = 4)]
     fairness_from: u64,
+    /// When the second `fairness` flow starts, milliseconds after the first (the report's
+    /// definitions assume the default, 1000).
+    #[arg(long, default_value_t = 1000)]
+    #[serde(default = "default_second_flow_at_ms")]
+    second_flow_at_ms: u64,
     /// Length of a `blackhole` run, seconds (the blackhole is 4 s to 6 s).
     #[arg(long, default_value_t = 12)]
     blackhole_seconds: u64,
@@ -514,6 +524,7 @@ async fn run_once(
         Arc::new((0..p.flows).map(|_| OnceLock::new()).collect());
     let mut clients = Vec::new();
     let mut senders = Vec::new();
+    let stagger = Duration::from_millis(a.second_flow_at_ms);
     for k in 0..p.flows {
         let client = b
             .bind(EndpointSpec::client(emu.addr(), cfg.clone(), tls.clone()))
@@ -521,7 +532,7 @@ async fn run_once(
         clients.push(client.clone());
         let (conns, failure, addr) = (conns.clone(), failure.clone(), emu.addr());
         senders.push(tokio::spawn(async move {
-            tokio::time::sleep_until((t0 + SECOND_FLOW_AT * k as u32).into()).await;
+            tokio::time::sleep_until((t0 + stagger * k as u32).into()).await;
             let conn = match client.connect(addr, "localhost").await {
                 Ok(c) => c,
                 Err(e) => {
