@@ -333,7 +333,7 @@ pub enum Error {
     /// A socket operation failed.
     #[error("{context}: {source}")]
     Io {
-        /// What STOQ was doing, e.g. "binding [::]:4433".
+        /// What STOQ was doing, e.g. "binding `[::]:4433`".
         context: String,
         /// The operating-system error.
         #[source]

@@ -22,8 +22,8 @@ pub trait Transport: Send + Sync + fmt::Debug {
 
     /// Dials `addr`, verifying the server's certificate against `server_name`, and
     /// completes the handshake. Fails with
-    /// [`ConnectionError::ConnectTimedOut`] after the configured `connect_timeout`,
-    /// [`ConnectionError::Tls`] for an untrusted certificate or no common ALPN, and
+    /// [`ConnectionError::ConnectTimedOut`](crate::ConnectionError::ConnectTimedOut) after the configured `connect_timeout`,
+    /// [`ConnectionError::Tls`](crate::ConnectionError::Tls) for an untrusted certificate or no common ALPN, and
     /// [`Error::InvalidAddress`] for an unusable address or name.
     async fn connect(&self, addr: SocketAddr, server_name: &str)
         -> Result<ConnectionHandle, Error>;

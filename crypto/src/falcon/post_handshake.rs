@@ -42,7 +42,7 @@
 //! # Failure
 //!
 //! The side that finds a problem closes the connection with
-//! [`FALCON_AUTH_CLOSE_CODE`](stoq_core::FALCON_AUTH_CLOSE_CODE) and the reason
+//! [`stoq_core::FALCON_AUTH_CLOSE_CODE`] and the reason
 //! `"FALCON authentication failed: <failure>"`, and reports
 //! [`ConnectionError::FalconAuth`] with the [`FalconAuthFailure`] kind. The peer sees
 //! [`ConnectionError::ApplicationClosed`] with that code. A peer that sends nothing (for
