@@ -25,13 +25,38 @@ use stoq_core::congestion::{
 };
 
 /// A quinn `ControllerFactory` building STOQ controllers.
-pub struct StoqControllerFactory(pub Arc<dyn CongestionControllerFactory>);
+pub struct StoqControllerFactory {
+    factory: Arc<dyn CongestionControllerFactory>,
+    paced: bool,
+}
+
+impl StoqControllerFactory {
+    /// Builds `factory`'s controllers for an endpoint on a plain socket: their pacing rate
+    /// is published but nothing reads it.
+    pub fn new(factory: Arc<dyn CongestionControllerFactory>) -> Self {
+        StoqControllerFactory {
+            factory,
+            paced: false,
+        }
+    }
+
+    /// Builds `factory`'s controllers for an endpoint on a [`pacing::PacedSocket`]: each
+    /// controller's rate is handed to its connection's poller.
+    pub fn paced(factory: Arc<dyn CongestionControllerFactory>) -> Self {
+        StoqControllerFactory {
+            factory,
+            paced: true,
+        }
+    }
+}
 
 impl ControllerFactory for StoqControllerFactory {
     fn build(self: Arc<Self>, now: Instant, current_mtu: u16) -> Box<dyn Controller> {
-        let controller = StoqController::new(self.0.build(now, current_mtu), now);
-        // For the paced socket's poller of the connection being created (see `pacing`).
-        pacing::controller_built(&controller.pacing);
+        let controller = StoqController::new(self.factory.build(now, current_mtu), now);
+        if self.paced {
+            // For the paced socket's poller of the connection being created (see `pacing`).
+            pacing::controller_built(&controller.pacing);
+        }
         Box::new(controller)
     }
 }
@@ -47,7 +72,7 @@ impl StoqController {
     /// Wraps `inner`, publishing its pacing rate as of `now`.
     pub fn new(inner: Box<dyn CongestionController>, now: Instant) -> Self {
         let pacing = Arc::new(PacingRate::default());
-        pacing.set(inner.pacing_rate(), now);
+        pacing.set(inner.pacing_rate(), Some(now));
         StoqController { inner, pacing }
     }
 
@@ -62,7 +87,7 @@ impl StoqController {
     }
 
     fn publish(&self, now: Instant) {
-        self.pacing.set(self.inner.pacing_rate(), now);
+        self.pacing.set(self.inner.pacing_rate(), Some(now));
     }
 }
 
@@ -130,8 +155,9 @@ impl Controller for StoqController {
 
     fn on_mtu_update(&mut self, new_mtu: u16) {
         self.inner.on_mtu_update(new_mtu);
-        // quinn gives no time here; the rate rarely changes on an MTU update.
-        self.publish(Instant::now());
+        // quinn gives no time here: the rate is published without a write stamp, which
+        // stays comparable only with quinn's own clock.
+        self.pacing.set(self.inner.pacing_rate(), None);
     }
 
     fn window(&self) -> u64 {

@@ -97,7 +97,10 @@ impl QuinnTransport {
                 "quinn always uses GRO where the kernel offers it and cannot turn it off",
             ));
         }
-        let transport = Arc::new(transport_config(cfg)?);
+        // A STOQ controller's pacing rate is honoured by the socket (quinn-proto has no
+        // pacing-rate hook); engine controllers keep quinn's socket untouched.
+        let paced = cfg.congestion.stoq_factory()?.is_some();
+        let transport = Arc::new(transport_config_with(cfg, paced)?);
 
         let server_config = match spec.role {
             EndpointRole::Server => {
@@ -128,9 +131,7 @@ impl QuinnTransport {
         }
 
         let socket = socket(spec.bind, cfg)?;
-        // A STOQ controller's pacing rate is honoured by the socket (quinn-proto has no
-        // pacing-rate hook); engine controllers keep quinn's socket untouched.
-        let socket: Arc<dyn quinn::AsyncUdpSocket> = if cfg.congestion.stoq_factory()?.is_some() {
+        let socket: Arc<dyn quinn::AsyncUdpSocket> = if paced {
             crate::pacing::PacedSocket::new(socket)
         } else {
             socket
@@ -242,6 +243,15 @@ async fn accept_loop(
 /// built from this alone does not honour the controller's pacing rate: that takes the
 /// socket wrapper [`crate::pacing::PacedSocket`], which [`QuinnTransport::bind`] adds.
 pub fn transport_config(cfg: &TransportConfig) -> Result<quinn::TransportConfig, Error> {
+    transport_config_with(cfg, false)
+}
+
+/// [`transport_config`], with STOQ controllers built for a [`crate::pacing::PacedSocket`]
+/// when `paced`.
+fn transport_config_with(
+    cfg: &TransportConfig,
+    paced: bool,
+) -> Result<quinn::TransportConfig, Error> {
     let varint = |field: &str, v: u64| {
         quinn::VarInt::from_u64(v).map_err(|_| Error::config(field, "must be below 2^62"))
     };
@@ -291,7 +301,11 @@ pub fn transport_config(cfg: &TransportConfig) -> Result<quinn::TransportConfig,
     }
     match cfg.congestion.stoq_factory()? {
         Some(factory) => {
-            t.congestion_controller_factory(Arc::new(StoqControllerFactory(factory)));
+            t.congestion_controller_factory(Arc::new(if paced {
+                StoqControllerFactory::paced(factory)
+            } else {
+                StoqControllerFactory::new(factory)
+            }));
         }
         None => match cfg.congestion.algorithm {
             CongestionAlgorithm::NewReno => {
