@@ -27,6 +27,7 @@ use stoq_core::{
 };
 
 mod contracts;
+pub mod controllers;
 pub mod emulator;
 pub mod interop;
 pub mod util;

@@ -183,41 +183,42 @@ pub const MAX_HOLD: Duration = Duration::from_millis(50);
 /// One connection's token bucket. Tokens may go negative: a transmit is sent whole once the
 /// bucket is out of debt and its size is charged after, so a GSO batch is never split.
 #[derive(Debug)]
-struct Bucket {
-    /// The connection's controllers (current path, and earlier ones quinn-proto may go
-    /// back to).
-    rates: Mutex<Vec<Weak<PacingRate>>>,
-    state: Mutex<Tokens>,
-}
+struct Bucket(Mutex<BucketState>);
 
 #[derive(Debug)]
-struct Tokens {
+struct BucketState {
+    /// The connection's controllers (current path, and earlier ones quinn-proto may go
+    /// back to).
+    rates: Vec<Weak<PacingRate>>,
     tokens: f64,
     last: Option<Instant>,
 }
 
 impl Bucket {
     fn new(rate: Weak<PacingRate>) -> Self {
-        Bucket {
-            rates: Mutex::new(vec![rate]),
-            state: Mutex::new(Tokens {
-                tokens: 0.0,
-                last: None,
-            }),
-        }
+        Bucket(Mutex::new(BucketState {
+            rates: vec![rate],
+            tokens: 0.0,
+            last: None,
+        }))
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, BucketState> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Adds a controller built later for this connection (a new path's).
     fn adopt(&self, rate: Weak<PacingRate>) {
-        let mut r = self.rates.lock().unwrap_or_else(|e| e.into_inner());
-        r.retain(|w| w.strong_count() > 0);
-        r.push(rate);
+        let mut s = self.state();
+        s.rates.retain(|w| w.strong_count() > 0);
+        s.rates.push(rate);
     }
 
     /// The rate of the live controller written last.
     fn rate(&self) -> Option<u64> {
-        let r = self.rates.lock().unwrap_or_else(|e| e.into_inner());
-        let newest = r
+        let s = self.state();
+        let newest = s
+            .rates
             .iter()
             .filter_map(Weak::upgrade)
             .max_by_key(|c| c.written.load(Relaxed))?;
@@ -227,7 +228,7 @@ impl Bucket {
     /// When the bucket will be out of debt at `rate` (at most [`MAX_HOLD`] from now), or
     /// `None` if it is now.
     fn ready_at(&self, rate: u64, now: Instant) -> Option<Instant> {
-        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut s = self.state();
         let rate = rate as f64;
         let cap = (rate * BURST.as_secs_f64()).max(MIN_BURST_BYTES);
         s.tokens = match s.last {
@@ -244,8 +245,7 @@ impl Bucket {
     }
 
     fn charge(&self, bytes: usize) {
-        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        s.tokens -= bytes as f64;
+        self.state().tokens -= bytes as f64;
     }
 }
 

@@ -7,57 +7,18 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use stoq_core::congestion::{
-    AckEvent, CongestionController, CongestionControllerFactory, CongestionEvent, CongestionMetrics,
-};
+use stoq_conformance::controllers::{FixedRate, FixedRateFactory};
 use stoq_core::{Backend, CongestionConfig, EndpointSpec, TransportConfig};
 
 const WINDOW: u64 = 16 << 20;
 const LEN: usize = 256 * 1024;
 
-#[derive(Debug, Clone)]
-struct FixedRate(u64);
-
-impl CongestionController for FixedRate {
-    fn name(&self) -> &str {
-        "fixed-rate"
-    }
-    fn on_packet_sent(&mut self, _now: Instant, _bytes: u64, _app_limited: bool) {}
-    fn on_ack(&mut self, _ack: &AckEvent) {}
-    fn on_congestion_event(&mut self, _e: &CongestionEvent) {}
-    fn on_packet_discarded(&mut self, _bytes: u64) {}
-    fn on_mtu_update(&mut self, _max_datagram_size: u16) {}
-    fn window(&self) -> u64 {
-        WINDOW
-    }
-    fn initial_window(&self) -> u64 {
-        WINDOW
-    }
-    fn pacing_rate(&self) -> Option<u64> {
-        Some(self.0)
-    }
-    fn metrics(&self) -> CongestionMetrics {
-        CongestionMetrics::new(WINDOW, 0).with_pacing_rate(Some(self.0))
-    }
-    fn clone_box(&self) -> Box<dyn CongestionController> {
-        Box::new(self.clone())
-    }
-}
-
-struct Factory(u64);
-
-impl CongestionControllerFactory for Factory {
-    fn name(&self) -> &str {
-        "fixed-rate"
-    }
-    fn build(&self, _now: Instant, _mtu: u16) -> Box<dyn CongestionController> {
-        Box::new(FixedRate(self.0))
-    }
-}
-
 fn config(rate: u64) -> TransportConfig {
     TransportConfig {
-        congestion: CongestionConfig::custom(Arc::new(Factory(rate))),
+        congestion: CongestionConfig::custom(Arc::new(FixedRateFactory(FixedRate {
+            window: WINDOW,
+            rate,
+        }))),
         ..TransportConfig::default()
     }
 }

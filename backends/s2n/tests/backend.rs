@@ -5,13 +5,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use stoq_conformance::controllers::{FixedRate, FixedRateFactory};
 use stoq_conformance::util::{
     drain_and_hash, payload, send_all, sha256, LOCALHOST_V4, LOCALHOST_V6,
 };
 use stoq_conformance::Harness;
-use stoq_core::congestion::{
-    AckEvent, CongestionController, CongestionControllerFactory, CongestionEvent, CongestionMetrics,
-};
 use stoq_core::{
     Backend, CongestionAlgorithm, CongestionConfig, CongestionImplementation, EndpointSpec, Error,
     TransportConfig,
@@ -68,56 +66,16 @@ async fn engine_congestion_controllers_move_data() {
     }
 }
 
-/// A controller with a huge window that asks for a fixed pacing rate.
-#[derive(Debug, Clone)]
-struct Paced {
-    rate: u64,
-}
-
-impl CongestionController for Paced {
-    fn name(&self) -> &str {
-        "paced"
-    }
-    fn on_packet_sent(&mut self, _now: Instant, _bytes: u64, _app_limited: bool) {}
-    fn on_ack(&mut self, _ack: &AckEvent) {}
-    fn on_congestion_event(&mut self, _e: &CongestionEvent) {}
-    fn on_packet_discarded(&mut self, _bytes: u64) {}
-    fn on_mtu_update(&mut self, _max_datagram_size: u16) {}
-    fn window(&self) -> u64 {
-        64 << 20
-    }
-    fn initial_window(&self) -> u64 {
-        64 << 20
-    }
-    fn pacing_rate(&self) -> Option<u64> {
-        Some(self.rate)
-    }
-    fn metrics(&self) -> CongestionMetrics {
-        CongestionMetrics::new(self.window(), 0).with_pacing_rate(Some(self.rate))
-    }
-    fn clone_box(&self) -> Box<dyn CongestionController> {
-        Box::new(self.clone())
-    }
-}
-
-struct PacedFactory(u64);
-
-impl CongestionControllerFactory for PacedFactory {
-    fn name(&self) -> &str {
-        "paced"
-    }
-    fn build(&self, _now: Instant, _mtu: u16) -> Box<dyn CongestionController> {
-        Box::new(Paced { rate: self.0 })
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pacing_rate_of_a_stoq_controller_is_honoured() {
     let h = harness();
     // 4 MB/s: 2 MiB take about 0.52 s however fast loopback is, even though the window
     // (64 MiB) never limits.
     let mut cfg = h.config.clone();
-    cfg.congestion = CongestionConfig::custom(Arc::new(PacedFactory(4_000_000)));
+    cfg.congestion = CongestionConfig::custom(Arc::new(FixedRateFactory(FixedRate {
+        window: 64 << 20,
+        rate: 4_000_000,
+    })));
     let took = transfer(&h, cfg, 2 << 20).await;
     assert!(
         took >= Duration::from_millis(400),
