@@ -1041,9 +1041,16 @@ impl AsyncUdpSocket for UringSocket {
         let ecn = d.ecn_ok;
         let data = d.slot_data(slot);
         let s = d.slot(slot);
-        // SAFETY: slot `slot` was free, so the kernel holds no request using its memory;
-        // it is written here, then handed to the kernel by the SQE and not touched again
-        // until its completion returns it to `send_free`.
+        let fd = d.socket.as_raw_fd();
+        // The copy and the header are written without the lock: the slot is ours alone
+        // (taken from `send_free`, so neither the kernel nor another sender uses it), and
+        // holding the lock through a 64 KiB copy made every connection driver and the
+        // endpoint driver on the other workers wait for it.
+        drop(d);
+        // SAFETY: slot `slot` was free, so the kernel holds no request using its memory
+        // and no other caller can take it until it is pushed or returned; the regions
+        // live as long as `self`. It is written here, then handed to the kernel by the
+        // SQE and not touched again until its completion returns it to `send_free`.
         unsafe {
             std::ptr::copy_nonoverlapping(transmit.contents.as_ptr(), data, len);
             let slot_ref = &mut *s;
@@ -1064,16 +1071,16 @@ impl AsyncUdpSocket for UringSocket {
             }
             slot_ref.hdr = hdr;
         }
+        // SAFETY: `s` points into `send_slots`, which outlives the ring.
+        let sqe = opcode::SendMsg::new(Fd(fd), unsafe { &(*s).hdr } as *const libc::msghdr)
+            .build()
+            .user_data(slot as u64);
+        let mut d = self.lock();
         d.send_info[slot] = SlotInfo {
             segmented: segment_size.is_some(),
             ecn: ecn && transmit.ecn.is_some(),
             destination: Some(transmit.destination),
         };
-        let fd = d.socket.as_raw_fd();
-        // SAFETY: `s` points into `send_slots`, which outlives the ring.
-        let sqe = opcode::SendMsg::new(Fd(fd), unsafe { &(*s).hdr } as *const libc::msghdr)
-            .build()
-            .user_data(slot as u64);
         // SAFETY: header, address, control and payload live in the slot until the
         // completion frees it (see above).
         if !unsafe { d.push_send(&sqe) } {
