@@ -59,9 +59,10 @@
 //!   event, so per-packet and per-batch reporting give exactly the same reaction. A
 //!   discard in the middle of a pass (s2n-quic's lost MTU probes) does not end it.
 //! * **Startup high-loss exit** (section 5.3.1.3) needs "at least 6 discontiguous lost
-//!   sequence ranges" in the round; without packet numbers the controller counts lost
-//!   datagrams (lost bytes / max datagram size, rounded up) instead, and requires the
-//!   round's loss rate (`RS.lost > LossThresh * RS.tx_in_flight`) and at least one full
+//!   sequence ranges" in the round; without packet numbers the controller counts loss
+//!   events instead (congestion events that declared bytes lost, one per loss-detection
+//!   pass, saturating at 15), as Linux's BBRv3 counts ACKs that mark losses, and requires
+//!   the round's loss rate (`RS.lost > LossThresh * RS.tx_in_flight`) and at least one full
 //!   round in recovery as the draft does.
 //! * **Application-limited marking** (section 4.1.2.4) comes from the engine: a send
 //!   flagged `app_limited` runs `MarkConnectionAppLimited()`; an ACK flagged `app_limited`
@@ -72,9 +73,10 @@
 //!   everything lost this also happens, where the draft's `lost_out <= retrans_out`
 //!   condition would not mark (the effect is only that the next round's samples cannot
 //!   lower `max_bw`, and ProbeRTT is not entered on that ACK).
-//! * **`C.is_cwnd_limited`** is derived from sends: a send that leaves less than one
-//!   datagram of window free marks the round as window-limited; the flag covers the
-//!   current and the previous round.
+//! * **`C.is_cwnd_limited`** is derived from sends: a send that leaves less than two
+//!   datagrams of window free marks the round as window-limited; the flag covers the
+//!   current and the previous round. A paced engine rarely sends the window's last
+//!   datagram before an ACK frees more (see `CWND_LIMITED_ROOM_PACKETS`).
 //! * **RTT samples** are `now - sent_time` of the newest acknowledged packet (section 4.2),
 //!   computed here rather than taken from the engine (quinn's adapter reports no latest
 //!   sample). `C.min_rtt` for the rate-sample filter is the engine's minimum RTT.
@@ -156,7 +158,10 @@ const FULL_BW_COUNT: u32 = 3;
 /// `BBRStartupFullLossCnt` (section 5.3.1.3).
 const STARTUP_FULL_LOSS_COUNT: u64 = 6;
 /// A send that leaves less than this many datagrams of the window free counts as
-/// window-limited (`C.is_cwnd_limited`), for engines that stop short of the last byte.
+/// window-limited (`C.is_cwnd_limited`). Engines rarely fill a window to the last
+/// datagram: quinn-proto stops with up to one datagram free, and a paced engine sends in
+/// batches between pacing tokens and ACK arrivals; quinn connections in ProbeBW_UP were
+/// traced sitting about two datagrams below the window (101 kB window, 98 kB in flight).
 const CWND_LIMITED_ROOM_PACKETS: u64 = 2;
 /// Where the count of loss events in a round saturates (Linux's 4-bit counter).
 const STARTUP_LOSS_EVENTS_MAX: u64 = 15;
@@ -1474,11 +1479,10 @@ impl CongestionController for Bbr {
             c.delivered_time = now;
         }
         c.inflight = c.inflight.saturating_add(bytes);
-        // "Fully utilized the window": engines stop short of the last byte. quinn-proto
-        // refuses a datagram once the one being built plus the next would reach the
-        // window, so it stops with up to two datagrams of room; with one datagram here
-        // a quinn connection never counted as window-limited, ProbeBW_UP never raised
-        // inflight_longterm, and a flow that left Startup small stayed small.
+        // "Fully utilized the window": engines stop short of the last byte (see
+        // CWND_LIMITED_ROOM_PACKETS). With less than one datagram here, quinn and uring
+        // connections in ProbeBW_UP were not counted as window-limited, so UP never
+        // raised inflight_longterm, and a flow that left Startup small stayed small.
         if c.inflight + CWND_LIMITED_ROOM_PACKETS * c.smss >= c.cwnd {
             c.cwnd_limited_this_round = true;
         }
@@ -1757,8 +1761,9 @@ mod tests {
         /// as quinn-proto's pacer does.
         window_pacing: bool,
         /// The engine sends a datagram only while at least this much of the window is
-        /// free: one datagram here, more than two on quinn-proto, which stops once the
-        /// datagram being built plus the next would reach the window.
+        /// free (at least one datagram): one datagram for an engine that fills the window,
+        /// more for one that stops short of it (as paced quinn connections were traced
+        /// doing, about two datagrams below the window).
         min_room: u64,
         app: Option<AppLimit>,
         app_credit: f64,
@@ -1958,6 +1963,7 @@ mod tests {
                         app_limited = flow.app_credit - (MSS_BYTES as f64) < MSS_BYTES as f64;
                     }
                 }
+                assert!(flow.min_room >= MSS_BYTES, "min_room below one datagram");
                 if flow.cc.window().saturating_sub(flow.inflight) < flow.min_room {
                     return;
                 }
@@ -2965,10 +2971,11 @@ mod tests {
 
     #[test]
     fn a_late_flow_converges_when_the_engine_leaves_two_datagrams_of_the_window_free() {
-        // quinn-proto stops sending once the datagram being built plus the next would reach
-        // the window. When that did not count as window-limited, ProbeBW_UP never raised
-        // inflight_longterm, and a late flow that left Startup on loss stayed at its first
-        // estimate for the whole run (median 0.726 over 30-60 s).
+        // An engine that stops sending with up to two datagrams of the window free (as
+        // paced quinn connections were traced doing). When that did not count as
+        // window-limited, ProbeBW_UP never raised inflight_longterm, and a late flow that
+        // left Startup on loss stayed at its first estimate for the whole run (median
+        // 0.726 over 30-60 s).
         assert_late_flow_converges(2 * MSS_BYTES + 1);
     }
 
