@@ -2690,24 +2690,40 @@ mod tests {
 
     /// Jain's index and total share of two flows on 50 Mbit/s, 40 ms, a one-BDP buffer,
     /// the second starting `offset` later, over 20..40 s; one entry per seed pair.
+    /// Two BBR flows on the 50 Mbit/s, 40 ms, one-BDP path of emulator seed `seed`, the
+    /// second started `offset` after the first, each sending only while `min_room` of its
+    /// window is free; simulated for `seconds`.
+    fn two_flows(seed: u64, offset: Duration, min_room: u64, seconds: u64) -> Sim {
+        let path = Path {
+            seed,
+            ..Path::new(50.0, 40, 1.0, 0.0)
+        };
+        let t0 = Instant::now();
+        let mut sim = Sim::new(path, t0);
+        for (i, start) in [Duration::ZERO, offset].into_iter().enumerate() {
+            let cc = Bbr::with_seed(t0, MSS, 100 * seed + i as u64);
+            let mut flow = Flow::new(cc, start, LossReport::PerBatch);
+            flow.min_room = min_room;
+            sim.add_flow(flow);
+        }
+        sim.run_until(Duration::from_secs(seconds));
+        sim
+    }
+
+    /// Jain's index of the flows' goodputs over `[from, until)` seconds.
+    fn jain_between(sim: &Sim, from: u64, until: u64) -> f64 {
+        let (from, until) = (Duration::from_secs(from), Duration::from_secs(until));
+        let rates: Vec<f64> = sim.flows.iter().map(|f| f.goodput(from, until)).collect();
+        jain(&rates)
+    }
+
     fn fairness(offset: u64, seeds: std::ops::RangeInclusive<u64>) -> Vec<(f64, f64)> {
         seeds
             .map(|seed| {
-                let path = Path {
-                    seed,
-                    ..Path::new(50.0, 40, 1.0, 0.0)
-                };
-                let t0 = Instant::now();
-                let mut sim = Sim::new(path, t0);
-                for (i, start) in [0, offset].into_iter().enumerate() {
-                    let cc = Bbr::with_seed(t0, MSS, 100 * seed + i as u64);
-                    let start = Duration::from_secs(start);
-                    sim.add_flow(Flow::new(cc, start, LossReport::PerBatch));
-                }
-                sim.run_until(Duration::from_secs(40));
+                let sim = two_flows(seed, Duration::from_secs(offset), MSS_BYTES, 40);
                 let (from, until) = (Duration::from_secs(20), Duration::from_secs(40));
-                let rates: Vec<f64> = sim.flows.iter().map(|f| f.goodput(from, until)).collect();
-                (jain(&rates), rates.iter().sum::<f64>() / path.rate)
+                let total: f64 = sim.flows.iter().map(|f| f.goodput(from, until)).sum();
+                (jain_between(&sim, 20, 40), total / sim.path.rate)
             })
             .collect()
     }
@@ -2924,26 +2940,8 @@ mod tests {
     fn late_flow_windows(seeds: std::ops::RangeInclusive<u64>, min_room: u64) -> Vec<[f64; 3]> {
         seeds
             .map(|seed| {
-                let path = Path {
-                    seed,
-                    ..Path::new(50.0, 40, 1.0, 0.0)
-                };
-                let t0 = Instant::now();
-                let mut sim = Sim::new(path, t0);
-                for (i, start) in [0, 1_000].into_iter().enumerate() {
-                    let cc = Bbr::with_seed(t0, MSS, 100 * seed + i as u64);
-                    let start = Duration::from_millis(start);
-                    let mut flow = Flow::new(cc, start, LossReport::PerBatch);
-                    flow.min_room = min_room;
-                    sim.add_flow(flow);
-                }
-                sim.run_until(Duration::from_secs(60));
-                [(4, 12), (10, 40), (30, 60)].map(|(from, until)| {
-                    let (from, until) = (Duration::from_secs(from), Duration::from_secs(until));
-                    let rates: Vec<f64> =
-                        sim.flows.iter().map(|f| f.goodput(from, until)).collect();
-                    jain(&rates)
-                })
+                let sim = two_flows(seed, Duration::from_secs(1), min_room, 60);
+                [(4, 12), (10, 40), (30, 60)].map(|(from, until)| jain_between(&sim, from, until))
             })
             .collect()
     }
