@@ -2710,20 +2710,18 @@ mod tests {
         sim
     }
 
-    /// Jain's index of the flows' goodputs over `[from, until)` seconds.
-    fn jain_between(sim: &Sim, from: u64, until: u64) -> f64 {
+    /// Each flow's goodput over `[from, until)` seconds, bytes per second.
+    fn goodputs(sim: &Sim, from: u64, until: u64) -> Vec<f64> {
         let (from, until) = (Duration::from_secs(from), Duration::from_secs(until));
-        let rates: Vec<f64> = sim.flows.iter().map(|f| f.goodput(from, until)).collect();
-        jain(&rates)
+        sim.flows.iter().map(|f| f.goodput(from, until)).collect()
     }
 
     fn fairness(offset: u64, seeds: std::ops::RangeInclusive<u64>) -> Vec<(f64, f64)> {
         seeds
             .map(|seed| {
                 let sim = two_flows(seed, Duration::from_secs(offset), MSS_BYTES, 40);
-                let (from, until) = (Duration::from_secs(20), Duration::from_secs(40));
-                let total: f64 = sim.flows.iter().map(|f| f.goodput(from, until)).sum();
-                (jain_between(&sim, 20, 40), total / sim.path.rate)
+                let rates = goodputs(&sim, 20, 40);
+                (jain(&rates), rates.iter().sum::<f64>() / sim.path.rate)
             })
             .collect()
     }
@@ -2941,7 +2939,8 @@ mod tests {
         seeds
             .map(|seed| {
                 let sim = two_flows(seed, Duration::from_secs(1), min_room, 60);
-                [(4, 12), (10, 40), (30, 60)].map(|(from, until)| jain_between(&sim, from, until))
+                [(4, 12), (10, 40), (30, 60)]
+                    .map(|(from, until)| jain(&goodputs(&sim, from, until)))
             })
             .collect()
     }
