@@ -16,6 +16,10 @@
 //!   endpoints through one shared relay (`Emulator::start_shared`: one queue for both),
 //!   the second started 1 s after the first; Jain's index of the two flows' goodputs over
 //!   `[fairness_from, fairness_seconds]`.
+//! * `fairness_long`: the same two flows over a longer run (60 s by default), Jain's index
+//!   over `[fairness_long_from, fairness_long_seconds]` (30–60 s): the share the flows
+//!   converge to, where `fairness` (4–12 s) measures how fast the late flow catches up.
+//!   Not in the default scenario list (each run takes a minute).
 //! * `blackhole`: no random loss; both directions drop everything from 4 s to 6 s after
 //!   the emulator started. Pre-blackhole rate: receiver goodput over [2 s, 4 s).
 //!   Recovery time: from the blackhole's end (6 s) to the end of the first 200 ms
@@ -77,6 +81,14 @@ const SECOND_FLOW_AT: Duration = Duration::from_secs(1);
 fn default_second_flow_at_ms() -> u64 {
     SECOND_FLOW_AT.as_millis() as u64
 }
+/// `RunArgs::fairness_long_seconds` of raw files written before the flag existed.
+fn default_fairness_long_seconds() -> u64 {
+    60
+}
+/// `RunArgs::fairness_long_from` of raw files written before the flag existed.
+fn default_fairness_long_from() -> u64 {
+    30
+}
 /// Write size of the sender.
 const CHUNK: usize = 64 * 1024;
 
@@ -107,7 +119,8 @@ struct RunArgs {
         default_value = "engine:new_reno,engine:cubic,engine:bbr,stoq:new_reno,stoq:cubic,stoq:bbr"
     )]
     controllers: Vec<String>,
-    /// Scenarios: loss, queue, fairness, blackhole.
+    /// Scenarios: loss, queue, fairness, blackhole, fairness_long (the last is not in
+    /// the default list: a minute per run).
     #[arg(
         long,
         value_delimiter = ',',
@@ -129,6 +142,14 @@ struct RunArgs {
     /// Start of the fairness measurement window, seconds.
     #[arg(long, default_value_t = 4)]
     fairness_from: u64,
+    /// Length of a `fairness_long` run, seconds.
+    #[arg(long, default_value_t = 60)]
+    #[serde(default = "default_fairness_long_seconds")]
+    fairness_long_seconds: u64,
+    /// Start of the `fairness_long` measurement window, seconds.
+    #[arg(long, default_value_t = 30)]
+    #[serde(default = "default_fairness_long_from")]
+    fairness_long_from: u64,
     /// When the second `fairness` flow starts, milliseconds after the first (the report's
     /// definitions assume the default, 1000).
     #[arg(long, default_value_t = 1000)]
@@ -323,6 +344,12 @@ fn path(scenario: &str, a: &RunArgs) -> Result<Path, String> {
             down,
             flows: 2,
             seconds: secs(a.fairness_seconds),
+        },
+        "fairness_long" => Path {
+            up: clean,
+            down,
+            flows: 2,
+            seconds: secs(a.fairness_long_seconds),
         },
         "blackhole" => {
             let hole = vec![Blackhole {
@@ -550,6 +577,7 @@ async fn run_once(
     // Sampler, every 100 ms from t0; queue-delay snapshots at the window's edges.
     let (window_from, window_to) = match scenario {
         "fairness" => (Duration::from_secs(a.fairness_from), p.seconds),
+        "fairness_long" => (Duration::from_secs(a.fairness_long_from), p.seconds),
         "blackhole" => (PRE_FROM, BLACKHOLE_START),
         _ => (Duration::from_secs(a.warmup), p.seconds),
     };
@@ -610,7 +638,7 @@ async fn run_once(
         return Ok(r);
     }
     match scenario {
-        "fairness" => {
+        "fairness" | "fairness_long" => {
             r.flow_goodput_bps = series
                 .iter()
                 .filter_map(|s| rate_between(s, window_from, window_to))
@@ -750,6 +778,8 @@ struct Cell {
     srtt_excess_p50_ms: Option<Summary>,
     fairness_jain: Option<Summary>,
     fairness_total_mbps: Option<Summary>,
+    /// Jain's index of the `fairness_long` runs (the converged share).
+    fairness_long_jain: Option<Summary>,
     blackhole_pre_mbps: Option<Summary>,
     /// Over the runs that recovered.
     blackhole_recovery_s: Option<Summary>,
@@ -855,6 +885,7 @@ fn report(a: ReportArgs) -> Result<(), String> {
         let fair = ok("fairness");
         cell.fairness_jain = summary(&fair, |r| r.jain);
         cell.fairness_total_mbps = summary(&fair, mbps);
+        cell.fairness_long_jain = summary(&ok("fairness_long"), |r| r.jain);
         let bh = ok("blackhole");
         cell.blackhole_pre_mbps = summary(&bh, |r| r.pre_blackhole_bps.map(|g| g / 1e6));
         cell.blackhole_recovery_s = summary(&bh, |r| r.recovery_s);
@@ -875,7 +906,9 @@ fn report(a: ReportArgs) -> Result<(), String> {
         }
     }
     // Only the plotted scenarios keep a series; times to 0.1 ms keep the file small.
-    plotted.retain(|p| ["loss", "blackhole", "fairness"].contains(&p.scenario.as_str()));
+    plotted.retain(|p| {
+        ["loss", "blackhole", "fairness", "fairness_long"].contains(&p.scenario.as_str())
+    });
     for p in &mut plotted {
         for s in p.series.iter_mut().flatten() {
             s.t_ms = (s.t_ms * 10.0).round() / 10.0;
@@ -901,6 +934,7 @@ fn report(a: ReportArgs) -> Result<(), String> {
     definitions.insert("loss", "1 % random loss on the data direction; goodput = verified bytes at the receiver over [warmup, seconds]; share = goodput / 50 Mbit/s");
     definitions.insert("queue", "no random loss; queueing delay = wait of each delivered datagram in the emulator's bottleneck behind earlier bytes (excludes its own 0.23 ms serialisation), histogram in 0.1 ms bins over [warmup, seconds], median and p95; srtt_excess = median over 100 ms samples of the sender's smoothed RTT minus 40 ms");
     definitions.insert("fairness", "no random loss; two connections of the same controller from two client endpoints through one shared relay and queue, the second started 1 s after the first; Jain's index (x1+x2)^2 / (2 (x1^2+x2^2)) of the two flows' receiver goodputs over [fairness_from, fairness_seconds]");
+    definitions.insert("fairness_long", "the fairness scenario in a longer run (fairness_long_seconds, 60 s by default); Jain's index over [fairness_long_from, fairness_long_seconds] (30-60 s by default): the share the two flows converge to");
     definitions.insert("blackhole", "no random loss; both directions drop every datagram from 4 s to 6 s after the emulator started; pre-blackhole rate = receiver goodput over [2 s, 4 s); recovery time = end of the first 200 ms receiver window (two consecutive 100 ms samples; windows start at or after 6 s and step by 100 ms) with goodput >= 80 % of the pre-blackhole rate, minus 6 s; runs that never recover are counted as not recovered");
     definitions.insert(
         "summaries",
@@ -937,7 +971,7 @@ fn report(a: ReportArgs) -> Result<(), String> {
         v.dedup();
         v
     };
-    for scenario in ["loss", "blackhole", "fairness"] {
+    for scenario in ["loss", "blackhole", "fairness", "fairness_long"] {
         for c in &controllers {
             let runs: Vec<&RunRecord> = plotted
                 .iter()
@@ -975,8 +1009,8 @@ fn markdown(
     let _ = writeln!(o, "# Congestion control on emulated paths\n");
     let _ = writeln!(
         o,
-        "Made by `benches/examples/emulated_paths.rs`: `run` in {} part(s) (one backend and one \
-         implementation, engine or STOQ, per part, each under `bench-lock`), then `report`; \
+        "Made by `benches/examples/emulated_paths.rs`: `run` in {} part(s) (each one \
+         backend's runs of some controllers and scenarios, under `bench-lock`), then `report`; \
          started {}, this 2-core machine; campaign wall time {:.0} min {:02.0} s (sum of the \
          parts' run time). Every run's figures and the plotted time series: \
          [emulated-paths.json](emulated-paths.json).\n",
@@ -1014,6 +1048,24 @@ fn markdown(
             a.warmup, a.seconds, a.warmup, a.seconds, a.fairness_from, a.fairness_seconds
         );
     }
+    if let Some(l) = raws
+        .iter()
+        .map(|r| &r.args)
+        .find(|a| a.scenarios.iter().any(|s| s == "fairness_long"))
+    {
+        let _ = writeln!(
+            o,
+            "* **Jain, long**: the same two flows in {} s runs ({} runs per cell, seeds {}..{}); \
+             Jain's index over seconds {}–{}, the share they converge to (the 4–12 s figure \
+             measures how fast the late flow catches up).\n",
+            l.fairness_long_seconds,
+            l.runs,
+            l.seed,
+            l.seed + u64::from(l.runs) - 1,
+            l.fairness_long_from,
+            l.fairness_long_seconds
+        );
+    }
     let _ = writeln!(
         o,
         "Commands (the binary built first, then run without compiling under the lock):\n\n\
@@ -1023,6 +1075,7 @@ fn markdown(
          bench-lock $B run --backends quinn --controllers engine:new_reno,engine:cubic,engine:bbr --out quinn-engi.json\n\
          bench-lock $B run --backends quinn --controllers stoq:new_reno,stoq:cubic,stoq:bbr --out quinn-stoq.json\n\
          # ... the same for s2n, quiche and uring\n\
+         bench-lock $B run --backends quinn --controllers engine:cubic,engine:bbr,stoq:cubic,stoq:bbr --scenarios fairness_long --runs 2 --out long-quinn.json\n\
          $B report *.json\n\
          ```\n"
     );
@@ -1036,12 +1089,16 @@ fn markdown(
     );
     let _ = writeln!(
         o,
-        "| backend | controller | 1 % loss: goodput, Mbit/s | share of 50 Mbit/s, % | queueing delay p50 / p95, ms | srtt−40, ms | Jain, 2 flows | blackhole recovery, s |"
+        "| backend | controller | 1 % loss: goodput, Mbit/s | share of 50 Mbit/s, % | queueing delay p50 / p95, ms | srtt−40, ms | Jain, 2 flows | Jain, long | blackhole recovery, s |"
     );
-    let _ = writeln!(o, "|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(o, "|---|---|---|---|---|---|---|---|---|");
     for c in cells {
         if let Some(nr) = &c.not_run {
-            let _ = writeln!(o, "| {} | {} | {} | | | | | |", c.backend, c.controller, nr);
+            let _ = writeln!(
+                o,
+                "| {} | {} | {} | | | | | | |",
+                c.backend, c.controller, nr
+            );
             continue;
         }
         let rec = match (&c.blackhole_recovery_s, c.blackhole_not_recovered) {
@@ -1051,7 +1108,7 @@ fn markdown(
         };
         let _ = writeln!(
             o,
-            "| {} | {} | {} | {} | {} / {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} / {} | {} | {} | {} | {} |",
             c.backend,
             c.controller,
             fmt_s(&c.loss_goodput_mbps, 1),
@@ -1060,6 +1117,7 @@ fn markdown(
             fmt_s(&c.queue_p95_ms, 1),
             fmt_s(&c.srtt_excess_p50_ms, 1),
             fmt_s(&c.fairness_jain, 3),
+            fmt_s(&c.fairness_long_jain, 3),
             rec
         );
     }
@@ -1088,12 +1146,12 @@ fn markdown(
                 ));
             }
         }
+        let met = |j: &Summary| if j.median >= 0.9 { "met" } else { "NOT met" };
         if let Some(j) = &c.fairness_jain {
-            notes.push(format!(
-                "Jain {:.3} ({})",
-                j.median,
-                if j.median >= 0.9 { "met" } else { "NOT met" }
-            ));
+            notes.push(format!("Jain {:.3} ({})", j.median, met(j)));
+        }
+        if let Some(j) = &c.fairness_long_jain {
+            notes.push(format!("Jain, long {:.3} ({})", j.median, met(j)));
         }
         let _ = writeln!(o, "* {} {}: {}", c.backend, c.controller, notes.join("; "));
     }
@@ -1157,6 +1215,7 @@ fn plot(scenario: &str, controller: &str, runs: &[&RunRecord]) -> Result<String,
         let title = match scenario {
             "loss" => "50 Mbit/s, 40 ms RTT, 1 % loss",
             "blackhole" => "50 Mbit/s, 40 ms RTT, blackhole 4–6 s",
+            "fairness_long" => "50 Mbit/s, 40 ms RTT, two flows sharing the queue, 60 s",
             _ => "50 Mbit/s, 40 ms RTT, two flows sharing the queue",
         };
         top.draw(&Text::new(
