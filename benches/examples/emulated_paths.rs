@@ -150,7 +150,7 @@ struct RunArgs {
     #[arg(long, default_value_t = 30)]
     #[serde(default = "default_fairness_long_from")]
     fairness_long_from: u64,
-    /// When the second `fairness` flow starts, milliseconds after the first (the report's
+    /// When the second `fairness` (and `fairness_long`) flow starts, milliseconds after the first (the report's
     /// definitions assume the default, 1000).
     #[arg(long, default_value_t = 1000)]
     #[serde(default = "default_second_flow_at_ms")]
@@ -1005,7 +1005,13 @@ fn markdown(
     wall: f64,
 ) -> String {
     let mut o = String::new();
-    let args = raws.first().map(|r| &r.args);
+    // The header describes the main parts: the first file that ran more than
+    // `fairness_long` (whose run count and seeds usually differ), whatever the input order.
+    let args = raws
+        .iter()
+        .map(|r| &r.args)
+        .find(|a| a.scenarios.iter().any(|s| s != "fairness_long"))
+        .or(raws.first().map(|r| &r.args));
     let _ = writeln!(o, "# Congestion control on emulated paths\n");
     let _ = writeln!(
         o,
@@ -1044,27 +1050,30 @@ fn markdown(
              * **blackhole**: no random loss; both directions drop everything from 4 s to 6 s. \
              Recovery = time from the blackhole's end to the end of the first 200 ms receiver \
              window (windows step by 100 ms) whose goodput is ≥ 80 % of the goodput over \
-             [2 s, 4 s).\n",
+             [2 s, 4 s).",
             a.warmup, a.seconds, a.warmup, a.seconds, a.fairness_from, a.fairness_seconds
         );
-    }
-    if let Some(l) = raws
-        .iter()
-        .map(|r| &r.args)
-        .find(|a| a.scenarios.iter().any(|s| s == "fairness_long"))
-    {
-        let _ = writeln!(
-            o,
-            "* **Jain, long**: the same two flows in {} s runs ({} runs per cell, seeds {}..{}); \
-             Jain's index over seconds {}–{}, the share they converge to (the 4–12 s figure \
-             measures how fast the late flow catches up).\n",
-            l.fairness_long_seconds,
-            l.runs,
-            l.seed,
-            l.seed + u64::from(l.runs) - 1,
-            l.fairness_long_from,
-            l.fairness_long_seconds
-        );
+        if let Some(l) = raws
+            .iter()
+            .map(|r| &r.args)
+            .find(|a| a.scenarios.iter().any(|s| s == "fairness_long"))
+        {
+            let _ = writeln!(
+                o,
+                "* **Jain, long**: the same two flows in {} s runs ({} runs per cell, seeds \
+                 {}..{}); Jain's index over seconds {}–{}, the share they converge to (the \
+                 {}–{} s figure measures how fast the late flow catches up).",
+                l.fairness_long_seconds,
+                l.runs,
+                l.seed,
+                l.seed + u64::from(l.runs) - 1,
+                l.fairness_long_from,
+                l.fairness_long_seconds,
+                a.fairness_from,
+                a.fairness_seconds
+            );
+        }
+        let _ = writeln!(o);
     }
     let _ = writeln!(
         o,
@@ -1215,7 +1224,7 @@ fn plot(scenario: &str, controller: &str, runs: &[&RunRecord]) -> Result<String,
         let title = match scenario {
             "loss" => "50 Mbit/s, 40 ms RTT, 1 % loss",
             "blackhole" => "50 Mbit/s, 40 ms RTT, blackhole 4–6 s",
-            "fairness_long" => "50 Mbit/s, 40 ms RTT, two flows sharing the queue, 60 s",
+            "fairness_long" => "50 Mbit/s, 40 ms RTT, two flows sharing the queue, long run",
             _ => "50 Mbit/s, 40 ms RTT, two flows sharing the queue",
         };
         top.draw(&Text::new(

@@ -51,14 +51,16 @@
 //! `implementation = "stoq"` is refused at bind with
 //! `Error::Unsupported(Capability::CustomCongestionControl)`.
 //!
-//! What quiche's CUBIC does differs from RFC 9438 in one way users see: it undoes a window
-//! reduction as "spurious" when fewer than max(2, 20 % of the window in packets) were lost
-//! in that recovery episode (`rollback` in quiche 0.30's `recovery/congestion/cubic.rs`,
-//! `ROLLBACK_THRESHOLD_PERCENT`, `MIN_ROLLBACK_THRESHOLD`; no configuration turns it off).
-//! A single random loss is always rolled back, so it keeps a far larger window under random
-//! loss than RFC CUBIC. Two flows sharing a tail-drop queue mostly lose a few packets each
-//! per overflow, so neither backs off for long and they keep roughly the shares they had
-//! when the queue filled. `benches/results/emulated-path.md` measures both.
+//! quiche's CUBIC has one behaviour users see on lossy or shared paths: when the first
+//! packet sent after a window cut is acknowledged, it undoes the cut as "spurious" if fewer
+//! than max(2, 20 % of the reduced window in packets) were lost since the cut (`rollback` in
+//! quiche 0.30's `recovery/congestion/cubic.rs`, `ROLLBACK_THRESHOLD_PERCENT`,
+//! `MIN_ROLLBACK_THRESHOLD`; not after a cut from slow start, and no configuration turns it
+//! off). RFC 9438 (section 4.9) undoes a cut when a detection mechanism shows the loss was
+//! spurious; a count of lost packets is passed by real losses too. So a large window shrugs
+//! off isolated random losses, and of two flows sharing a tail-drop queue the one with the
+//! larger window rolls back nearly every cut while the smaller one keeps most of its cuts.
+//! `benches/results/emulated-path.md` measures both.
 //!
 //! **Pacing.** quiche stamps packets with `SendInfo.at`; only its BBRv2 sets it ahead
 //! (Reno and CUBIC have no pacer in quiche 0.30 and stamp "now"). The driver holds a
