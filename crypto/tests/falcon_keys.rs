@@ -77,7 +77,9 @@ fn unpadded_keys_sign_variable_length_signatures_that_verify_strictly() {
         for i in 0..8u8 {
             let msg = [i; 33];
             let sig = key.sign(&msg).unwrap();
-            assert!(sig.len() < padded_len, "{alg}: {}", sig.len());
+            // fn-dsa signs into the padded length, so the encoding fits it and may fill it
+            // exactly (then the two forms are the same bytes).
+            assert!(sig.len() <= padded_len, "{alg}: {}", sig.len());
             assert_ne!(
                 *sig.last().unwrap(),
                 0,
@@ -92,8 +94,12 @@ fn unpadded_keys_sign_variable_length_signatures_that_verify_strictly() {
             key.public_key()
                 .verify_as(alg.level().default_algorithm(), &msg, &padded)
                 .unwrap();
-            let err = key.public_key().verify(&msg, &padded).unwrap_err();
-            assert!(matches!(err, CryptoError::BadSignature { .. }), "{err:?}");
+            if sig.len() < padded_len {
+                let err = key.public_key().verify(&msg, &padded).unwrap_err();
+                assert!(matches!(err, CryptoError::BadSignature { .. }), "{err:?}");
+            } else {
+                key.public_key().verify(&msg, &padded).unwrap();
+            }
             let mut one_more = sig.clone();
             one_more.push(0);
             assert!(key.public_key().verify(&msg, &one_more).is_err());
