@@ -64,6 +64,8 @@ const ONE_WAY: Duration = Duration::from_millis(20);
 const BASE_RTT: Duration = Duration::from_millis(40);
 /// One BDP at 50 Mbit/s and 40 ms.
 const QUEUE_BYTES: usize = (RATE / 8 * 40 / 1000) as usize;
+/// The UDP payload of a full-size datagram (STOQ's default `max_udp_payload`).
+const DATAGRAM_PAYLOAD: f64 = 1452.0;
 /// Sampling interval at receiver and sender.
 const SAMPLE: Duration = Duration::from_millis(100);
 /// Blackhole placement (from the emulator's start).
@@ -780,6 +782,9 @@ struct Cell {
     fairness_total_mbps: Option<Summary>,
     /// Jain's index of the `fairness_long` runs (the converged share).
     fairness_long_jain: Option<Summary>,
+    /// Queue path: datagrams the full bottleneck queue dropped over the whole run, per 100
+    /// full-size datagrams' worth of payload delivered (verified bytes / 1452).
+    queue_drops_per_100: Option<Summary>,
     blackhole_pre_mbps: Option<Summary>,
     /// Over the runs that recovered.
     blackhole_recovery_s: Option<Summary>,
@@ -882,6 +887,10 @@ fn report(a: ReportArgs) -> Result<(), String> {
         cell.queue_p50_ms = summary(&queue, |r| r.queue_p50_ms);
         cell.queue_p95_ms = summary(&queue, |r| r.queue_p95_ms);
         cell.srtt_excess_p50_ms = summary(&queue, |r| r.srtt_excess_p50_ms);
+        cell.queue_drops_per_100 = summary(&queue, |r| {
+            let delivered = r.verified_bytes.iter().sum::<u64>() as f64 / DATAGRAM_PAYLOAD;
+            (delivered > 0.0).then(|| r.dropped_queue as f64 * 100.0 / delivered)
+        });
         let fair = ok("fairness");
         cell.fairness_jain = summary(&fair, |r| r.jain);
         cell.fairness_total_mbps = summary(&fair, mbps);
@@ -932,7 +941,7 @@ fn report(a: ReportArgs) -> Result<(), String> {
     let mut definitions = BTreeMap::new();
     definitions.insert("path", "stoq-conformance user-space emulator: data direction 50 Mbit/s bottleneck, 250 kB (one BDP) tail-drop queue, 20 ms delay; ACK direction 20 ms delay; UDP payload 1452 B");
     definitions.insert("loss", "1 % random loss on the data direction; goodput = verified bytes at the receiver over [warmup, seconds]; share = goodput / 50 Mbit/s");
-    definitions.insert("queue", "no random loss; queueing delay = wait of each delivered datagram in the emulator's bottleneck behind earlier bytes (excludes its own 0.23 ms serialisation), histogram in 0.1 ms bins over [warmup, seconds], median and p95; srtt_excess = median over 100 ms samples of the sender's smoothed RTT minus 40 ms");
+    definitions.insert("queue", "no random loss; queueing delay = wait of each delivered datagram in the emulator's bottleneck behind earlier bytes (excludes its own 0.23 ms serialisation), histogram in 0.1 ms bins over [warmup, seconds], median and p95; srtt_excess = median over 100 ms samples of the sender's smoothed RTT minus 40 ms; queue_drops_per_100 = datagrams dropped by the full queue over the whole run per 100 full-size datagrams' worth of payload delivered (verified bytes / 1452)");
     definitions.insert("fairness", "no random loss; two connections of the same controller from two client endpoints through one shared relay and queue, the second started 1 s after the first; Jain's index (x1+x2)^2 / (2 (x1^2+x2^2)) of the two flows' receiver goodputs over [fairness_from, fairness_seconds]");
     definitions.insert("fairness_long", "the fairness scenario in a longer run (fairness_long_seconds, 60 s by default); Jain's index over [fairness_long_from, fairness_long_seconds] (30-60 s by default): the share the two flows converge to");
     definitions.insert("blackhole", "no random loss; both directions drop every datagram from 4 s to 6 s after the emulator started; pre-blackhole rate = receiver goodput over [2 s, 4 s); recovery time = end of the first 200 ms receiver window (two consecutive 100 ms samples; windows start at or after 6 s and step by 100 ms) with goodput >= 80 % of the pre-blackhole rate, minus 6 s; runs that never recover are counted as not recovered");
@@ -1167,16 +1176,23 @@ fn markdown(
     let _ = writeln!(o, "\n## Other figures\n");
     let _ = writeln!(
         o,
-        "| backend | controller | clean-path goodput, Mbit/s | 2-flow total, Mbit/s | pre-blackhole goodput, Mbit/s |"
+        "Queue drops: on the queue path (no random loss), datagrams the full bottleneck queue \
+         dropped over the whole run, per 100 full-size datagrams' worth of payload delivered \
+         (verified bytes / 1452 B): what a controller costs the path in retransmissions.\n"
     );
-    let _ = writeln!(o, "|---|---|---|---|---|");
+    let _ = writeln!(
+        o,
+        "| backend | controller | clean-path goodput, Mbit/s | queue drops per 100 datagrams delivered | 2-flow total, Mbit/s | pre-blackhole goodput, Mbit/s |"
+    );
+    let _ = writeln!(o, "|---|---|---|---|---|---|");
     for c in cells.iter().filter(|c| c.not_run.is_none()) {
         let _ = writeln!(
             o,
-            "| {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} |",
             c.backend,
             c.controller,
             fmt_s(&c.queue_goodput_mbps, 1),
+            fmt_s(&c.queue_drops_per_100, 1),
             fmt_s(&c.fairness_total_mbps, 1),
             fmt_s(&c.blackhole_pre_mbps, 1)
         );
