@@ -64,8 +64,8 @@ const ONE_WAY: Duration = Duration::from_millis(20);
 const BASE_RTT: Duration = Duration::from_millis(40);
 /// One BDP at 50 Mbit/s and 40 ms.
 const QUEUE_BYTES: usize = (RATE / 8 * 40 / 1000) as usize;
-/// The UDP payload of a full-size datagram (STOQ's default `max_udp_payload`).
-const DATAGRAM_PAYLOAD: f64 = 1452.0;
+/// Scenarios whose first-seed run is plotted (and keeps its time series in the JSON).
+const PLOTTED: [&str; 4] = ["loss", "blackhole", "fairness", "fairness_long"];
 /// Sampling interval at receiver and sender.
 const SAMPLE: Duration = Duration::from_millis(100);
 /// Blackhole placement (from the emulator's start).
@@ -152,8 +152,8 @@ struct RunArgs {
     #[arg(long, default_value_t = 30)]
     #[serde(default = "default_fairness_long_from")]
     fairness_long_from: u64,
-    /// When the second `fairness` (and `fairness_long`) flow starts, milliseconds after the first (the report's
-    /// definitions assume the default, 1000).
+    /// When the second flow of `fairness` and `fairness_long` starts, milliseconds after
+    /// the first (the report's definitions assume the default, 1000).
     #[arg(long, default_value_t = 1000)]
     #[serde(default = "default_second_flow_at_ms")]
     second_flow_at_ms: u64,
@@ -313,6 +313,15 @@ struct Path {
     seconds: Duration,
 }
 
+/// The two-flow scenarios' run length and measurement start, seconds.
+fn two_flow_window(scenario: &str, a: &RunArgs) -> Option<(u64, u64)> {
+    match scenario {
+        "fairness" => Some((a.fairness_seconds, a.fairness_from)),
+        "fairness_long" => Some((a.fairness_long_seconds, a.fairness_long_from)),
+        _ => None,
+    }
+}
+
 fn path(scenario: &str, a: &RunArgs) -> Result<Path, String> {
     let clean = Impairments {
         delay: ONE_WAY,
@@ -325,6 +334,14 @@ fn path(scenario: &str, a: &RunArgs) -> Result<Path, String> {
         ..Impairments::default()
     };
     let secs = Duration::from_secs;
+    if let Some((seconds, _)) = two_flow_window(scenario, a) {
+        return Ok(Path {
+            up: clean,
+            down,
+            flows: 2,
+            seconds: secs(seconds),
+        });
+    }
     Ok(match scenario {
         "loss" => Path {
             up: Impairments {
@@ -340,18 +357,6 @@ fn path(scenario: &str, a: &RunArgs) -> Result<Path, String> {
             down,
             flows: 1,
             seconds: secs(a.seconds),
-        },
-        "fairness" => Path {
-            up: clean,
-            down,
-            flows: 2,
-            seconds: secs(a.fairness_seconds),
-        },
-        "fairness_long" => Path {
-            up: clean,
-            down,
-            flows: 2,
-            seconds: secs(a.fairness_long_seconds),
         },
         "blackhole" => {
             let hole = vec![Blackhole {
@@ -577,10 +582,9 @@ async fn run_once(
     }
 
     // Sampler, every 100 ms from t0; queue-delay snapshots at the window's edges.
-    let (window_from, window_to) = match scenario {
-        "fairness" => (Duration::from_secs(a.fairness_from), p.seconds),
-        "fairness_long" => (Duration::from_secs(a.fairness_long_from), p.seconds),
-        "blackhole" => (PRE_FROM, BLACKHOLE_START),
+    let (window_from, window_to) = match (scenario, two_flow_window(scenario, a)) {
+        (_, Some((_, from))) => (Duration::from_secs(from), p.seconds),
+        ("blackhole", None) => (PRE_FROM, BLACKHOLE_START),
         _ => (Duration::from_secs(a.warmup), p.seconds),
     };
     let mut series: Vec<Vec<Sample>> = vec![Vec::new(); p.flows];
@@ -640,7 +644,7 @@ async fn run_once(
         return Ok(r);
     }
     match scenario {
-        "fairness" | "fairness_long" => {
+        _ if p.flows > 1 => {
             r.flow_goodput_bps = series
                 .iter()
                 .filter_map(|s| rate_between(s, window_from, window_to))
@@ -888,7 +892,9 @@ fn report(a: ReportArgs) -> Result<(), String> {
         cell.queue_p95_ms = summary(&queue, |r| r.queue_p95_ms);
         cell.srtt_excess_p50_ms = summary(&queue, |r| r.srtt_excess_p50_ms);
         cell.queue_drops_per_100 = summary(&queue, |r| {
-            let delivered = r.verified_bytes.iter().sum::<u64>() as f64 / DATAGRAM_PAYLOAD;
+            // Every run uses the default datagram size (1452 B).
+            let full = f64::from(TransportConfig::default().max_udp_payload);
+            let delivered = r.verified_bytes.iter().sum::<u64>() as f64 / full;
             (delivered > 0.0).then(|| r.dropped_queue as f64 * 100.0 / delivered)
         });
         let fair = ok("fairness");
@@ -915,9 +921,7 @@ fn report(a: ReportArgs) -> Result<(), String> {
         }
     }
     // Only the plotted scenarios keep a series; times to 0.1 ms keep the file small.
-    plotted.retain(|p| {
-        ["loss", "blackhole", "fairness", "fairness_long"].contains(&p.scenario.as_str())
-    });
+    plotted.retain(|p| PLOTTED.contains(&p.scenario.as_str()));
     for p in &mut plotted {
         for s in p.series.iter_mut().flatten() {
             s.t_ms = (s.t_ms * 10.0).round() / 10.0;
@@ -980,7 +984,7 @@ fn report(a: ReportArgs) -> Result<(), String> {
         v.dedup();
         v
     };
-    for scenario in ["loss", "blackhole", "fairness", "fairness_long"] {
+    for scenario in PLOTTED {
         for c in &controllers {
             let runs: Vec<&RunRecord> = plotted
                 .iter()

@@ -88,8 +88,8 @@ fn unpadded_keys_sign_variable_length_signatures_that_verify_strictly() {
             lengths.insert(sig.len());
             key.public_key().verify(&msg, &sig).unwrap();
             // The same signature padded verifies under the padded algorithm, and the padded
-            // one is not accepted as unpadded (PQClean's exact-length rule) unless it already fills
-            // the padded length.
+            // one is not accepted as unpadded (PQClean's exact-length rule) unless the
+            // signature already fills the padded length.
             let mut padded = sig.clone();
             padded.resize(padded_len, 0);
             key.public_key()

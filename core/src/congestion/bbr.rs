@@ -2688,8 +2688,6 @@ mod tests {
         sum * sum / (rates.len() as f64 * squares)
     }
 
-    /// Jain's index and total share of two flows on 50 Mbit/s, 40 ms, a one-BDP buffer,
-    /// the second starting `offset` later, over 20..40 s; one entry per seed pair.
     /// Two BBR flows on the 50 Mbit/s, 40 ms, one-BDP path of emulator seed `seed`, the
     /// second started `offset` after the first, each sending only while `min_room` of its
     /// window is free; simulated for `seconds`.
@@ -2716,6 +2714,8 @@ mod tests {
         sim.flows.iter().map(|f| f.goodput(from, until)).collect()
     }
 
+    /// Jain's index and total share of two flows on 50 Mbit/s, 40 ms, a one-BDP buffer,
+    /// the second starting `offset` later, over 20..40 s; one entry per seed pair.
     fn fairness(offset: u64, seeds: std::ops::RangeInclusive<u64>) -> Vec<(f64, f64)> {
         seeds
             .map(|seed| {
