@@ -90,45 +90,12 @@ impl QuinnTransport {
         F: FnOnce(SocketAddr, &TransportConfig) -> Result<Arc<dyn quinn::AsyncUdpSocket>, Error>,
     {
         let cfg = &spec.config;
-        cfg.validate()?;
-        if !cfg.gro {
-            return Err(Error::config(
-                "gro",
-                "quinn always uses GRO where the kernel offers it and cannot turn it off",
-            ));
-        }
-        // A STOQ controller's pacing rate is honoured by the socket (quinn-proto has no
-        // pacing-rate hook); engine controllers keep quinn's socket untouched.
-        let paced = cfg.congestion.stoq_factory()?.is_some();
-        let transport = Arc::new(transport_config_with(cfg, paced)?);
-
-        let server_config = match spec.role {
-            EndpointRole::Server => {
-                let tls = stoq_crypto::server_config(&spec.tls, &cfg.alpn)?;
-                let quic = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
-                    .map_err(|e| Error::Tls(format!("server TLS config unusable for QUIC: {e}")))?;
-                let mut sc = quinn::ServerConfig::with_crypto(Arc::new(quic));
-                sc.transport_config(transport.clone());
-                Some(sc)
-            }
-            EndpointRole::Client => None,
-        };
-        let client_config = if spec.tls.roots.is_empty() {
-            None
-        } else {
-            let tls = stoq_crypto::client_config(&spec.tls, &cfg.alpn)?;
-            let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
-                .map_err(|e| Error::Tls(format!("client TLS config unusable for QUIC: {e}")))?;
-            let mut cc = quinn::ClientConfig::new(Arc::new(quic));
-            cc.transport_config(transport);
-            Some(cc)
-        };
-        if spec.role == EndpointRole::Client && client_config.is_none() {
-            return Err(Error::config(
-                "tls.roots",
-                "a client endpoint needs at least one trust root",
-            ));
-        }
+        let QuinnConfigs {
+            endpoint: endpoint_config,
+            server: server_config,
+            client: client_config,
+            paced,
+        } = quinn_configs(&spec)?;
 
         let socket = socket(spec.bind, cfg)?;
         let socket: Arc<dyn quinn::AsyncUdpSocket> = if paced {
@@ -136,10 +103,6 @@ impl QuinnTransport {
         } else {
             socket
         };
-        let mut endpoint_config = quinn::EndpointConfig::default();
-        endpoint_config
-            .max_udp_payload_size(cfg.max_udp_payload)
-            .map_err(|e| Error::config("max_udp_payload", e.to_string()))?;
         let endpoint = quinn::Endpoint::new_with_abstract_socket(
             endpoint_config,
             server_config,
@@ -188,6 +151,80 @@ impl Drop for QuinnTransport {
             t.abort();
         }
     }
+}
+
+/// The quinn-proto configuration of a STOQ endpoint: what [`QuinnTransport::bind`] and
+/// [`QuinnTransport::bind_with_socket`] run quinn with, for an engine that drives
+/// quinn-proto itself (stoq-uring's direct engine) and must behave the same.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct QuinnConfigs {
+    /// Endpoint-wide settings (the largest UDP payload accepted).
+    pub endpoint: quinn::EndpointConfig,
+    /// The server's TLS and transport settings; `None` for a client endpoint.
+    pub server: Option<quinn::ServerConfig>,
+    /// The settings `connect` dials with; `None` when the endpoint has no trust roots
+    /// (a server that does not dial).
+    pub client: Option<quinn::ClientConfig>,
+    /// A STOQ controller is configured: its controllers publish their pacing rate
+    /// ([`crate::pacing`]), which the engine must honour.
+    pub paced: bool,
+}
+
+/// Checks `spec` and builds its [`QuinnConfigs`], with the errors `bind` gives: an invalid
+/// configuration ([`Error::Config`]), unusable TLS material ([`Error::Tls`]), a client
+/// without trust roots.
+pub fn quinn_configs(spec: &EndpointSpec) -> Result<QuinnConfigs, Error> {
+    let cfg = &spec.config;
+    cfg.validate()?;
+    if !cfg.gro {
+        return Err(Error::config(
+            "gro",
+            "quinn always uses GRO where the kernel offers it and cannot turn it off",
+        ));
+    }
+    // A STOQ controller's pacing rate is honoured by the socket (quinn-proto has no
+    // pacing-rate hook); engine controllers keep quinn's socket untouched.
+    let paced = cfg.congestion.stoq_factory()?.is_some();
+    let transport = Arc::new(transport_config_with(cfg, paced)?);
+
+    let server_config = match spec.role {
+        EndpointRole::Server => {
+            let tls = stoq_crypto::server_config(&spec.tls, &cfg.alpn)?;
+            let quic = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
+                .map_err(|e| Error::Tls(format!("server TLS config unusable for QUIC: {e}")))?;
+            let mut sc = quinn::ServerConfig::with_crypto(Arc::new(quic));
+            sc.transport_config(transport.clone());
+            Some(sc)
+        }
+        EndpointRole::Client => None,
+    };
+    let client_config = if spec.tls.roots.is_empty() {
+        None
+    } else {
+        let tls = stoq_crypto::client_config(&spec.tls, &cfg.alpn)?;
+        let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
+            .map_err(|e| Error::Tls(format!("client TLS config unusable for QUIC: {e}")))?;
+        let mut cc = quinn::ClientConfig::new(Arc::new(quic));
+        cc.transport_config(transport);
+        Some(cc)
+    };
+    if spec.role == EndpointRole::Client && client_config.is_none() {
+        return Err(Error::config(
+            "tls.roots",
+            "a client endpoint needs at least one trust root",
+        ));
+    }
+    let mut endpoint = quinn::EndpointConfig::default();
+    endpoint
+        .max_udp_payload_size(cfg.max_udp_payload)
+        .map_err(|e| Error::config("max_udp_payload", e.to_string()))?;
+    Ok(QuinnConfigs {
+        endpoint,
+        server: server_config,
+        client: client_config,
+        paced,
+    })
 }
 
 async fn accept_loop(

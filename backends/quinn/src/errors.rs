@@ -1,4 +1,6 @@
-//! quinn's errors in STOQ's error model.
+//! quinn's errors in STOQ's error model. Public for engines that drive quinn-proto
+//! themselves (stoq-uring's direct engine builds quinn's error values from quinn-proto's
+//! and maps them here, so both engines report the same errors).
 
 use std::sync::Mutex;
 
@@ -7,9 +9,10 @@ use stoq_core::{ConnectionError, DatagramError, Error, StreamError};
 
 /// The code and reason this side closed with, remembered because quinn reports a local
 /// close only as `LocallyClosed` without them.
-pub(crate) type LocalClose = Mutex<Option<(u64, Bytes)>>;
+pub type LocalClose = Mutex<Option<(u64, Bytes)>>;
 
-pub(crate) fn connection_error(e: quinn::ConnectionError, local: &LocalClose) -> ConnectionError {
+/// A quinn connection error as STOQ's, with `local`'s code and reason for a local close.
+pub fn connection_error(e: quinn::ConnectionError, local: &LocalClose) -> ConnectionError {
     use quinn::ConnectionError as Q;
     match e {
         Q::VersionMismatch => ConnectionError::VersionMismatch,
@@ -38,7 +41,8 @@ pub(crate) fn connection_error(e: quinn::ConnectionError, local: &LocalClose) ->
     }
 }
 
-pub(crate) fn connect_error(e: quinn::ConnectError) -> Error {
+/// A failure to start a connection attempt as STOQ's error.
+pub fn connect_error(e: quinn::ConnectError) -> Error {
     use quinn::ConnectError as Q;
     match e {
         Q::EndpointStopping => Error::EndpointClosed,
@@ -57,7 +61,8 @@ pub(crate) fn connect_error(e: quinn::ConnectError) -> Error {
     }
 }
 
-pub(crate) fn write_error(e: quinn::WriteError, local: &LocalClose) -> StreamError {
+/// A stream write error as STOQ's.
+pub fn write_error(e: quinn::WriteError, local: &LocalClose) -> StreamError {
     use quinn::WriteError as Q;
     match e {
         Q::Stopped(code) => StreamError::Stopped(code.into_inner()),
@@ -69,7 +74,8 @@ pub(crate) fn write_error(e: quinn::WriteError, local: &LocalClose) -> StreamErr
     }
 }
 
-pub(crate) fn read_error(e: quinn::ReadError, local: &LocalClose) -> StreamError {
+/// A stream read error as STOQ's.
+pub fn read_error(e: quinn::ReadError, local: &LocalClose) -> StreamError {
     use quinn::ReadError as Q;
     match e {
         Q::Reset(code) => StreamError::Reset(code.into_inner()),
@@ -83,7 +89,9 @@ pub(crate) fn read_error(e: quinn::ReadError, local: &LocalClose) -> StreamError
     }
 }
 
-pub(crate) fn datagram_error(
+/// A datagram send error as STOQ's, `size` being the datagram's and `max` the
+/// connection's limit at the time.
+pub fn datagram_error(
     e: quinn::SendDatagramError,
     size: usize,
     max: Option<usize>,

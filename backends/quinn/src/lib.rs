@@ -34,7 +34,7 @@
 pub mod congestion;
 mod connection;
 mod endpoint;
-mod errors;
+pub mod errors;
 pub mod pacing;
 mod stream;
 
@@ -43,7 +43,10 @@ use std::sync::Arc;
 use stoq_core::{Backend, Capabilities, Capability, EndpointSpec, Error, Transport};
 
 pub use connection::QuinnConnection;
-pub use endpoint::{bind_socket, transport_config, EngineIdentity, QuinnTransport, QUINN_IDENTITY};
+pub use endpoint::{
+    bind_socket, quinn_configs, transport_config, EngineIdentity, QuinnConfigs, QuinnTransport,
+    QUINN_IDENTITY,
+};
 
 /// What quinn endpoints can do through STOQ.
 pub const CAPABILITIES: Capabilities = Capabilities::from_slice(&[

@@ -249,6 +249,51 @@ impl Bucket {
     }
 }
 
+/// One connection's pacer for an engine that drives quinn-proto itself and so owns every
+/// transmit (stoq-uring's direct engine): the token bucket [`PacedSocket`] uses, fed by the
+/// controllers that connection built. The engine asks [`ready_at`](Self::ready_at) before
+/// each `poll_transmit` and [`charge`](Self::charge)s what it sent.
+#[derive(Debug)]
+pub struct ConnectionPacer(Bucket);
+
+impl ConnectionPacer {
+    /// The pacer of the controller the current task (or thread) just built, if a paced
+    /// [`StoqControllerFactory`](crate::congestion::StoqControllerFactory) built one: call
+    /// it right after the quinn-proto call that created the connection.
+    pub fn take_built() -> Option<Self> {
+        take_built().map(|r| ConnectionPacer(Bucket::new(r)))
+    }
+
+    /// Adopts a controller the current task built since (quinn-proto builds one per new
+    /// path): call it right after each call into the connection that may migrate it. The
+    /// pacer follows the controller written last.
+    pub fn adopt_built(&self) {
+        if let Some(r) = take_built() {
+            self.0.adopt(r);
+        }
+    }
+
+    /// `None` if a transmit may go now; otherwise when the bucket is out of debt (at most
+    /// [`MAX_HOLD`] from `now`). Always `None` while the controller gives no rate.
+    pub fn ready_at(&self, now: std::time::Instant) -> Option<std::time::Instant> {
+        let rate = self.0.rate()?;
+        self.0
+            .ready_at(rate, Instant::from_std(now))
+            .map(Instant::into_std)
+    }
+
+    /// Charges a transmit of `bytes` that was sent.
+    pub fn charge(&self, bytes: usize) {
+        self.0.charge(bytes);
+    }
+}
+
+/// Forgets what the current task built and no connection took (a handshake quinn-proto
+/// refused after building its controller); for engines that drive quinn-proto themselves.
+pub fn forget_unclaimed() {
+    forget_built();
+}
+
 /// An [`AsyncUdpSocket`] that paces each connection at its STOQ controller's rate (see the
 /// module documentation). Everything else is the wrapped socket's.
 #[derive(Debug)]

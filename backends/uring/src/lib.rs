@@ -33,6 +33,19 @@
 //! # Ok(()) }
 //! ```
 //!
+//! ## Two engines
+//!
+//! [`UringOptions::engine`] picks what drives quinn-proto over the rings:
+//! * [`UringEngine::QuinnGlue`] (the default): quinn's own async glue on [`UringSocket`].
+//!   Its socket trait lends quinn's buffers, so each datagram is copied once more than
+//!   quinn-udp copies it: into a send slot (the kernel reads it after `try_send` returns)
+//!   and out of the provided-buffer ring.
+//! * [`UringEngine::Direct`] (experimental; `phoenix --backend uring-direct`): this crate
+//!   drives quinn-proto itself with one task per endpoint. quinn-proto writes each
+//!   transmit straight into a buffer of the send pool, which the `SendMsg` reads, and
+//!   each receive is copied once, out of the ring into the `BytesMut` quinn-proto takes.
+//!   Every send of a driver turn goes in one `io_uring_enter`, with no flusher task.
+//!
 //! ## Why this backend depends on another backend
 //!
 //! STOQ's architecture sketch has backends know only `stoq-core` and `stoq-crypto`. This
@@ -61,6 +74,7 @@
 #![warn(missing_docs)]
 
 mod cmsg;
+mod direct;
 pub mod socket;
 mod unavailable;
 
@@ -89,6 +103,31 @@ pub struct UringOptions {
     /// the thread spins for `idle` after each submission and takes a core's worth of CPU
     /// under load, which on a 2-core machine competes with QUIC's own work.
     pub sqpoll: Option<SqPoll>,
+    /// Which code drives quinn-proto over the rings.
+    pub engine: UringEngine,
+}
+
+/// What drives quinn-proto's state machine over the rings.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum UringEngine {
+    /// quinn's async glue on [`UringSocket`] (quinn's connection, stream and endpoint
+    /// tasks): each datagram is copied once more than quinn copies it, into a send slot
+    /// and out of the receive ring.
+    #[default]
+    QuinnGlue,
+    /// This crate's own driver (one task per endpoint): quinn-proto writes transmits
+    /// straight into the send pool and receives are copied once, as quinn copies them.
+    /// Experimental.
+    Direct,
+}
+
+impl UringOptions {
+    /// The options with `engine` set.
+    pub fn with_engine(mut self, engine: UringEngine) -> Self {
+        self.engine = engine;
+        self
+    }
 }
 
 /// Settings of the kernel's submission-queue polling thread.
@@ -143,7 +182,10 @@ impl Backend for TunedUringBackend {
     }
 
     fn bind(&self, spec: EndpointSpec) -> Result<Arc<dyn Transport>, Error> {
-        Ok(Arc::new(bind(spec, &self.0)?))
+        match self.0.engine {
+            UringEngine::QuinnGlue => Ok(Arc::new(bind(spec, &self.0)?)),
+            UringEngine::Direct => Ok(Arc::new(direct::bind(spec, &self.0)?)),
+        }
     }
 }
 

@@ -213,6 +213,12 @@ struct Driver {
     send_slot_size: usize,
     send_info: Vec<SlotInfo>,
     send_free: Vec<u16>,
+    /// Direct engine only: the buffer each slot in flight sends from (quinn-proto wrote
+    /// the transmit into it), returned to `spare` by its completion.
+    owned: Vec<Option<Vec<u8>>>,
+    /// Direct engine only: send buffers not in flight, [`SEND_SLOTS`] of them allocated at
+    /// bind with room for one slot's payload.
+    spare: Vec<Vec<u8>>,
     send_in_flight: usize,
     /// Send SQEs pushed but not yet submitted.
     queued: usize,
@@ -541,6 +547,10 @@ impl Driver {
     fn on_send_completion(&mut self, slot: usize, res: i32) {
         self.send_free.push(slot as u16);
         self.send_in_flight -= 1;
+        if let Some(mut buf) = self.owned[slot].take() {
+            buf.clear();
+            self.spare.push(buf);
+        }
         if res >= 0 {
             return;
         }
@@ -636,6 +646,45 @@ impl Driver {
         n
     }
 
+    /// Hands up to `max` completed receives to `f` straight from their buffers (the
+    /// direct engine), then recycles the buffers; returns how many it handed over.
+    fn deliver_direct(&mut self, max: usize, f: &mut dyn FnMut(RecvMeta, &[u8])) -> usize {
+        let mut n = 0;
+        while n < max {
+            let Some(front) = self.received.pop_front() else {
+                break;
+            };
+            // SAFETY: the kernel completed this buffer (its CQE arrived) and gets it back
+            // only through `recycle` below, so nothing writes it while this slice lives.
+            let buffer =
+                unsafe { std::slice::from_raw_parts(self.recv_buf(front.bid), self.recv_buf_size) };
+            match RecvMsgOut::parse(buffer, &self.recv_hdr) {
+                Ok(out) if out.is_payload_truncated() => {
+                    debug!("received datagram larger than the receive buffer; dropped");
+                }
+                Ok(out) => {
+                    if let Some(addr) = cmsg::read_sockaddr(out.name_data()) {
+                        let control = cmsg::decode_recv(out.control_data());
+                        let payload = &out.payload_data()[front.offset..];
+                        let stride = control.stride.unwrap_or(payload.len()).max(1);
+                        let meta = RecvMeta {
+                            addr,
+                            len: payload.len(),
+                            stride,
+                            ecn: control.ecn,
+                            dst_ip: control.dst_ip,
+                        };
+                        f(meta, payload);
+                        n += 1;
+                    }
+                }
+                Err(()) => debug!("malformed multishot receive buffer; dropped"),
+            }
+            self.recycle(front.bid);
+        }
+        n
+    }
+
     /// Requests in flight on either ring.
     fn busy(&self) -> bool {
         self.recv_armed || self.send_poll_armed || self.send_in_flight > 0
@@ -689,6 +738,9 @@ impl Driver {
             self.recv_bufs.leak = true;
             self.send_slots.leak = true;
             self.send_data.leak = true;
+            for buf in self.owned.iter_mut().filter_map(Option::take) {
+                std::mem::forget(buf);
+            }
         }
     }
 }
@@ -743,6 +795,19 @@ impl UringSocket {
         addr: SocketAddr,
         cfg: &TransportConfig,
         options: &UringOptions,
+    ) -> Result<Arc<UringSocket>, Error> {
+        Self::bind_for(addr, cfg, options, false)
+    }
+
+    /// [`UringSocket::bind`] for the direct engine when `direct`: sends come from a pool of
+    /// buffers quinn-proto writes its transmits into ([`UringSocket::take_send_buffer`]),
+    /// not from the copy slots, and the engine submits them itself
+    /// ([`UringSocket::submit`]), so no flusher task runs.
+    pub(crate) fn bind_for(
+        addr: SocketAddr,
+        cfg: &TransportConfig,
+        options: &UringOptions,
+        direct: bool,
     ) -> Result<Arc<UringSocket>, Error> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
             Error::io(
@@ -856,7 +921,15 @@ impl UringSocket {
             SEND_SLOTS * std::mem::size_of::<SendSlot>(),
             std::mem::align_of::<SendSlot>(),
         );
-        let send_data = Region::new(SEND_SLOTS * send_slot_size, 64);
+        // The copy slots' payloads (quinn's glue), or the direct engine's buffers.
+        let (send_data, spare) = if direct {
+            let spare = (0..SEND_SLOTS)
+                .map(|_| Vec::with_capacity(send_slot_size))
+                .collect();
+            (Region::new(0, 64), spare)
+        } else {
+            (Region::new(SEND_SLOTS * send_slot_size, 64), Vec::new())
+        };
 
         // SAFETY: the ring memory is page-aligned, RECV_BUFFERS entries long and lives
         // in `Driver` after the ring (dropped later, or leaked).
@@ -908,6 +981,8 @@ impl UringSocket {
             send_slot_size,
             send_info: vec![SlotInfo::default(); SEND_SLOTS],
             send_free: (0..SEND_SLOTS as u16).rev().collect(),
+            owned: (0..SEND_SLOTS).map(|_| None).collect(),
+            spare,
             send_in_flight: 0,
             queued: 0,
             flush_scheduled: false,
@@ -935,7 +1010,9 @@ impl UringSocket {
             may_fragment: state.may_fragment(),
             counters,
         });
-        runtime.spawn(flusher(Arc::downgrade(&socket), flush));
+        if !direct {
+            runtime.spawn(flusher(Arc::downgrade(&socket), flush));
+        }
         Ok(socket)
     }
 
@@ -946,6 +1023,211 @@ impl UringSocket {
     /// What the socket did so far.
     pub fn counters(&self) -> &Counters {
         &self.counters
+    }
+
+    /// Reaps both rings and hands completed receives to `deliver` (which returns how many
+    /// it took); `Pending`, with `cx` woken by the next completion, when none is there.
+    fn poll_recv_with(
+        &self,
+        cx: &mut Context,
+        mut deliver: impl FnMut(&mut Driver) -> usize,
+    ) -> Poll<io::Result<usize>> {
+        let mut d = self.lock();
+        let mut ran_task_work = false;
+        loop {
+            // This task is about to look at the queue itself: no wake-up for it.
+            d.recv_waker = None;
+            d.submit_pending_recv_ring();
+            d.reap();
+            // The send-ring poll fires once; re-arm it while writers still wait for
+            // slots (the completions it signalled may have been reaped elsewhere).
+            if !d.writers.is_empty() {
+                d.arm_send_poll();
+            }
+            let n = deliver(&mut d);
+            d.arm_recv();
+            if n > 0 {
+                return Poll::Ready(Ok(n));
+            }
+            if !ran_task_work && d.ring.submission().taskrun() {
+                // Completions wait as kernel task work (COOP_TASKRUN): run it now, once
+                // per poll (the flag may stay set when the work is another thread's).
+                ran_task_work = true;
+                d.run_task_work();
+                continue;
+            }
+            if d.recv_errors >= MAX_RECV_ERRORS {
+                d.recv_errors = 0;
+                return Poll::Ready(Err(io::Error::other(
+                    "io_uring receive keeps failing on this socket",
+                )));
+            }
+            d.recv_waker = Some(cx.waker().clone());
+            match self.ring_fd.poll_read_ready(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(mut guard)) => guard.clear_ready(),
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+
+    // ----- The direct engine's I/O ([`crate::direct`]) -----
+
+    /// The direct engine's receive: calls `f` with each completed receive (one datagram,
+    /// or a GRO run of `meta.stride`-sized ones) straight from its ring buffer, at most
+    /// `max` of them, then gives the buffers back to the kernel. `Pending` (and `cx` woken
+    /// by the next completion of either ring) when there is none. `f` runs under the
+    /// socket's lock: it must not call back into the socket.
+    pub(crate) fn poll_recv_direct(
+        &self,
+        cx: &mut Context,
+        max: usize,
+        f: &mut dyn FnMut(RecvMeta, &[u8]),
+    ) -> Poll<io::Result<usize>> {
+        self.poll_recv_with(cx, |d| d.deliver_direct(max, f))
+    }
+
+    /// An empty send buffer with room for one send's payload, or `None` while all
+    /// [`SEND_SLOTS`] are queued or in flight (see [`UringSocket::poll_send_buffer`]).
+    pub(crate) fn take_send_buffer(&self) -> Option<Vec<u8>> {
+        let mut d = self.lock();
+        if d.spare.is_empty() {
+            d.reap_sends();
+            if d.spare.is_empty() {
+                d.submit_sends();
+                d.reap_sends();
+            }
+        }
+        d.spare.pop()
+    }
+
+    /// Gives back a buffer from [`UringSocket::take_send_buffer`] that carries nothing.
+    pub(crate) fn return_send_buffer(&self, mut buf: Vec<u8>) {
+        buf.clear();
+        self.lock().spare.push(buf);
+    }
+
+    /// Ready when a send buffer is free (or the socket is closing); otherwise `cx` is
+    /// woken when a send completes.
+    pub(crate) fn poll_send_buffer(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut d = self.lock();
+        if !d.spare.is_empty() || d.closing {
+            return Poll::Ready(());
+        }
+        if !d.reap_sends() {
+            d.submit_sends();
+            d.reap_sends();
+        }
+        if !d.spare.is_empty() {
+            return Poll::Ready(());
+        }
+        if !d.writers.iter().any(|w| w.will_wake(cx.waker())) {
+            d.writers.push(cx.waker().clone());
+        }
+        // The send ring is watched by nobody: have the receive ring (which the direct
+        // engine's driver polls) report the next send completion.
+        d.arm_send_poll();
+        Poll::Pending
+    }
+
+    /// Queues `buf` (a buffer from [`UringSocket::take_send_buffer`] holding one
+    /// transmit, `segment_size`-byte datagrams when that is set) as one `SendMsg`,
+    /// without copying it; [`UringSocket::submit`] hands it to the kernel. The buffer
+    /// returns to the pool when the send completes. A send that cannot be queued is
+    /// dropped, as a send the kernel failed would be (QUIC recovers the loss).
+    pub(crate) fn send_buffer(
+        &self,
+        buf: Vec<u8>,
+        destination: SocketAddr,
+        ecn: Option<quinn::udp::EcnCodepoint>,
+        segment_size: Option<usize>,
+        src_ip: Option<std::net::IpAddr>,
+    ) {
+        let mut d = self.lock();
+        let len = buf.len();
+        let give_back = |d: &mut Driver, mut buf: Vec<u8>| {
+            buf.clear();
+            d.spare.push(buf);
+        };
+        if d.closing || len == 0 {
+            give_back(&mut d, buf);
+            return;
+        }
+        if len > d.send_slot_size {
+            warn!(
+                len,
+                max = d.send_slot_size,
+                "transmit larger than a send slot; dropped"
+            );
+            give_back(&mut d, buf);
+            return;
+        }
+        let gso_off = GSO_DISABLED.load(Ordering::Relaxed);
+        let segmented = segment_size.is_some_and(|s| s < len);
+        if segmented && gso_off {
+            // GSO was switched off after quinn-proto built this transmit (see try_send).
+            give_back(&mut d, buf);
+            return;
+        }
+        // One slot per buffer, and a buffer in flight holds its slot: a slot is free.
+        let Some(slot) = d.send_free.pop().map(usize::from) else {
+            warn!("no send slot for a send buffer; dropped");
+            give_back(&mut d, buf);
+            return;
+        };
+        let control = SendControl {
+            destination,
+            ecn,
+            segment_size: segment_size.filter(|_| segmented).map(|s| s as u16),
+            src_ip,
+        };
+        let ecn_ok = d.ecn_ok;
+        let fd = d.socket.as_raw_fd();
+        let s = d.slot(slot);
+        // SAFETY: the slot was free and is ours until its completion; the payload is
+        // `buf`'s heap memory, which does not move when `buf` moves into `owned[slot]`
+        // and stays there, untouched, until the completion returns it to `spare`.
+        let sqe = unsafe { prepare_send(s, fd, buf.as_ptr(), len, &control, ecn_ok, slot) };
+        d.owned[slot] = Some(buf);
+        d.send_info[slot] = SlotInfo {
+            segmented,
+            ecn: ecn_ok && ecn.is_some(),
+            destination: Some(destination),
+        };
+        // SAFETY: see above.
+        if !unsafe { d.push_send(&sqe) } {
+            let buf = d.owned[slot].take();
+            d.return_slot(slot as u16);
+            if let Some(buf) = buf {
+                give_back(&mut d, buf);
+            }
+            return;
+        }
+        d.send_in_flight += 1;
+        self.counters.sends.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Submits every queued send with one `io_uring_enter` and takes the completions
+    /// already there (the direct engine calls it once per turn of its driver).
+    pub(crate) fn submit(&self) {
+        let mut d = self.lock();
+        d.submit_sends();
+        d.reap_sends();
+    }
+
+    /// The most GSO segments one send may carry.
+    pub(crate) fn max_segments(&self) -> usize {
+        self.max_transmit_segments()
+    }
+
+    /// Whether datagrams sent may be fragmented (path MTU discovery is off if so).
+    pub(crate) fn fragments(&self) -> bool {
+        self.may_fragment
+    }
+
+    /// The socket's bound address.
+    pub(crate) fn bound_addr(&self) -> SocketAddr {
+        self.local_addr
     }
 
     /// Submits every queued send with one `io_uring_enter` and takes the completions
@@ -972,6 +1254,45 @@ async fn flusher(socket: Weak<UringSocket>, notify: Arc<Notify>) {
             None => return,
         }
     }
+}
+
+/// Writes the header, address and control messages of send slot `s` for `len` bytes at
+/// `data`, and returns the `SendMsg` SQE that sends them (`user_data` = `slot`).
+///
+/// # Safety
+/// The slot must be the caller's (free, not in any SQE), and `s` and `data` must stay
+/// valid and untouched until the SQE's completion arrives.
+unsafe fn prepare_send(
+    s: *mut SendSlot,
+    fd: RawFd,
+    data: *const u8,
+    len: usize,
+    control: &SendControl,
+    ecn: bool,
+    slot: usize,
+) -> squeue::Entry {
+    // SAFETY: the caller guarantees `s` is ours and valid.
+    let slot_ref = unsafe { &mut *s };
+    let namelen = cmsg::write_sockaddr(control.destination, &mut slot_ref.name);
+    let controllen = cmsg::encode_send(control, ecn, &mut slot_ref.control);
+    slot_ref.iov = libc::iovec {
+        iov_base: data.cast_mut().cast(),
+        iov_len: len,
+    };
+    // SAFETY: msghdr is a plain C struct; all-zero is valid.
+    let mut hdr: libc::msghdr = unsafe { std::mem::zeroed() };
+    hdr.msg_name = (&mut slot_ref.name as *mut libc::sockaddr_storage).cast();
+    hdr.msg_namelen = namelen;
+    hdr.msg_iov = &mut slot_ref.iov;
+    hdr.msg_iovlen = 1;
+    if controllen > 0 {
+        hdr.msg_control = slot_ref.control.0.as_mut_ptr().cast();
+        hdr.msg_controllen = controllen as _;
+    }
+    slot_ref.hdr = hdr;
+    opcode::SendMsg::new(Fd(fd), &slot_ref.hdr as *const libc::msghdr)
+        .build()
+        .user_data(slot as u64)
 }
 
 impl Drop for UringSocket {
@@ -1051,30 +1372,10 @@ impl AsyncUdpSocket for UringSocket {
         // and no other caller can take it until it is pushed or returned; the regions
         // live as long as `self`. It is written here, then handed to the kernel by the
         // SQE and not touched again until its completion returns it to `send_free`.
-        unsafe {
+        let sqe = unsafe {
             std::ptr::copy_nonoverlapping(transmit.contents.as_ptr(), data, len);
-            let slot_ref = &mut *s;
-            let namelen = cmsg::write_sockaddr(transmit.destination, &mut slot_ref.name);
-            let controllen = cmsg::encode_send(&control, ecn, &mut slot_ref.control);
-            slot_ref.iov = libc::iovec {
-                iov_base: data.cast(),
-                iov_len: len,
-            };
-            let mut hdr: libc::msghdr = std::mem::zeroed();
-            hdr.msg_name = (&mut slot_ref.name as *mut libc::sockaddr_storage).cast();
-            hdr.msg_namelen = namelen;
-            hdr.msg_iov = &mut slot_ref.iov;
-            hdr.msg_iovlen = 1;
-            if controllen > 0 {
-                hdr.msg_control = slot_ref.control.0.as_mut_ptr().cast();
-                hdr.msg_controllen = controllen as _;
-            }
-            slot_ref.hdr = hdr;
-        }
-        // SAFETY: `s` points into `send_slots`, which outlives the ring.
-        let sqe = opcode::SendMsg::new(Fd(fd), unsafe { &(*s).hdr } as *const libc::msghdr)
-            .build()
-            .user_data(slot as u64);
+            prepare_send(s, fd, data, len, &control, ecn, slot)
+        };
         let mut d = self.lock();
         d.send_info[slot] = SlotInfo {
             segmented: segment_size.is_some(),
@@ -1106,43 +1407,7 @@ impl AsyncUdpSocket for UringSocket {
         bufs: &mut [IoSliceMut<'_>],
         meta: &mut [RecvMeta],
     ) -> Poll<io::Result<usize>> {
-        let mut d = self.lock();
-        let mut ran_task_work = false;
-        loop {
-            // This task is about to look at the queue itself: no wake-up for it.
-            d.recv_waker = None;
-            d.submit_pending_recv_ring();
-            d.reap();
-            // The send-ring poll fires once; re-arm it while writers still wait for
-            // slots (the completions it signalled may have been reaped elsewhere).
-            if !d.writers.is_empty() {
-                d.arm_send_poll();
-            }
-            let n = d.deliver(bufs, meta);
-            d.arm_recv();
-            if n > 0 {
-                return Poll::Ready(Ok(n));
-            }
-            if !ran_task_work && d.ring.submission().taskrun() {
-                // Completions wait as kernel task work (COOP_TASKRUN): run it now, once
-                // per poll (the flag may stay set when the work is another thread's).
-                ran_task_work = true;
-                d.run_task_work();
-                continue;
-            }
-            if d.recv_errors >= MAX_RECV_ERRORS {
-                d.recv_errors = 0;
-                return Poll::Ready(Err(io::Error::other(
-                    "io_uring receive keeps failing on this socket",
-                )));
-            }
-            d.recv_waker = Some(cx.waker().clone());
-            match self.ring_fd.poll_read_ready(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Ok(mut guard)) => guard.clear_ready(),
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-            }
-        }
+        self.poll_recv_with(cx, |d| d.deliver(bufs, meta))
     }
 
     fn local_addr(&self) -> io::Result<SocketAddr> {

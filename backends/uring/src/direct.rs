@@ -1,0 +1,1485 @@
+//! The direct engine: quinn-proto driven by this crate, without quinn's async glue.
+//!
+//! quinn's glue talks to its socket through [`quinn::AsyncUdpSocket`], which lends its own
+//! buffers: a transmit must be copied into a send slot the kernel reads after `try_send`
+//! returns, and a receive copied out of the provided-buffer ring into quinn's buffer, which
+//! quinn copies again into a `BytesMut` for quinn-proto. This engine removes both extra
+//! copies: quinn-proto writes each transmit straight into a buffer of the send pool, which
+//! the `SendMsg` sends from, and each receive is copied once, from the ring buffer into the
+//! `BytesMut` quinn-proto takes (as quinn does from its own buffer).
+//!
+//! Structure: one driver task per endpoint owns the I/O. Everything else (the quinn-proto
+//! [`proto::Endpoint`] and every [`proto::Connection`] with the wakers of the tasks that
+//! wait on it) is one [`State`] under one mutex, shared by the driver and the application's
+//! handles. A handle's call (a stream write, a close) changes quinn-proto's state under the
+//! lock, marks the connection dirty and wakes the driver. Each turn of the driver:
+//! 1. takes every completed receive from the ring and routes it through quinn-proto (the
+//!    endpoint, then the connection);
+//! 2. runs the timers that expired;
+//! 3. for each dirty connection, forwards its endpoint events, wakes the tasks its events
+//!    concern, and asks it for transmits into send buffers until it has none (or its turn's
+//!    budget is spent, or its STOQ controller's pacing rate holds it);
+//! 4. submits every send of the turn with one `io_uring_enter`;
+//! 5. sleeps until the next receive, the earliest timer, or a handle's call.
+//!
+//! Compared with quinn's glue (a task per connection plus an endpoint task, linked by
+//! channels) this makes one task and no channel per endpoint; the price is that all
+//! connections of an endpoint share one lock and the driver's one thread.
+//!
+//! Handles keep a connection alive: a connection whose last handle (the connection or one
+//! of its streams) is dropped is closed with code 0, as quinn does, and forgotten once
+//! quinn-proto has drained it. The endpoint runs while the transport or any connection
+//! handle lives.
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::future::{poll_fn, Future};
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use quinn_proto::{
+    self as proto, ConnectionHandle, DatagramEvent, Dir, EcnCodepoint, Event, StreamEvent,
+    StreamId, VarInt,
+};
+use stoq_core::pki_types::CertificateDer;
+use stoq_core::{
+    Capabilities, Connection, ConnectionCounters, ConnectionError, ConnectionHandle as Handle,
+    ConnectionStats, DatagramError, EndpointRole, EndpointSpec, EndpointStats, Error, RecvStream,
+    RecvStreamBackend, SendStream, SendStreamBackend, Side, StreamError, Transport,
+};
+use stoq_quinn::errors::{self as qerr, LocalClose};
+use stoq_quinn::pacing::ConnectionPacer;
+use tokio::io::ReadBuf;
+use tokio::sync::Notify;
+use tokio::time::Sleep;
+use tracing::{debug, warn};
+
+use crate::socket::UringSocket;
+use crate::UringOptions;
+
+/// How long [`Transport::close`] waits for peers to be told.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+/// Established incoming connections waiting for `accept`; beyond this an incoming
+/// connection is closed as soon as it is established (quinn's glue makes its accept loop
+/// wait instead; here nothing may block the driver).
+const ACCEPT_QUEUE: usize = 1024;
+/// Receive completions taken per turn of the driver before the connections get their turn.
+const RECV_BUDGET: usize = 64;
+/// Transmits (GSO batches) one connection may build per turn before the others' turn.
+const TRANSMIT_BUDGET: usize = 4;
+/// Application close code for incoming connections refused because `accept` is behind.
+const ACCEPT_QUEUE_FULL: u32 = 0x5354_0001;
+
+/// Binds a direct-engine endpoint (see the module documentation).
+pub(crate) fn bind(spec: EndpointSpec, options: &UringOptions) -> Result<DirectTransport, Error> {
+    let configs = stoq_quinn::quinn_configs(&spec)?;
+    let io = UringSocket::bind_for(spec.bind, &spec.config, options, true)?;
+    let endpoint = proto::Endpoint::new(
+        Arc::new(configs.endpoint),
+        configs.server.map(Arc::new),
+        !io.fragments(),
+        None,
+    );
+    let shared = Arc::new(Shared {
+        state: Mutex::new(State {
+            ep: endpoint,
+            conns: HashMap::new(),
+            by_handle: HashMap::new(),
+            dirty: Vec::new(),
+            accept_queue: VecDeque::new(),
+            driver: None,
+            transport_alive: true,
+            closing: false,
+            scratch: Vec::new(),
+            responses: Vec::new(),
+            next_id: 0,
+        }),
+        io,
+        accept: Notify::new(),
+        idle: Notify::new(),
+        counters: Counters::default(),
+        datagrams: spec.config.datagrams.enabled,
+        handshake_timeout: spec.config.connect_timeout,
+        server: spec.role == EndpointRole::Server,
+    });
+    tokio::spawn(drive(shared.clone()));
+    Ok(DirectTransport {
+        shared,
+        client: configs.client,
+        connect_timeout: spec.config.connect_timeout,
+    })
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    accepted: AtomicU64,
+    handshake_failures: AtomicU64,
+    connected: AtomicU64,
+}
+
+/// What the driver and every handle share.
+struct Shared {
+    state: Mutex<State>,
+    io: Arc<UringSocket>,
+    /// Notified when an established connection joins the accept queue, or the endpoint
+    /// closes.
+    accept: Notify,
+    /// Notified, once the endpoint is closing, when every connection has drained.
+    idle: Notify,
+    counters: Counters,
+    datagrams: bool,
+    handshake_timeout: Duration,
+    server: bool,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+struct State {
+    ep: proto::Endpoint,
+    /// Every connection, by this engine's id. quinn-proto reuses the handle of a drained
+    /// connection, which handles may still hold: they hold the id.
+    conns: HashMap<u64, Conn>,
+    /// The ids of the connections quinn-proto still knows (not drained).
+    by_handle: HashMap<ConnectionHandle, u64>,
+    /// Connections with work for the driver (each once: [`Conn::dirty`]).
+    dirty: Vec<u64>,
+    accept_queue: VecDeque<u64>,
+    /// The driver's waker, for handles that gave it work.
+    driver: Option<Waker>,
+    /// The transport handle is alive; when it is gone and no connection is left, the
+    /// driver ends.
+    transport_alive: bool,
+    /// `Transport::close` was called: no new connections.
+    closing: bool,
+    /// quinn-proto's response buffer for datagrams the endpoint answers itself.
+    scratch: Vec<u8>,
+    /// Endpoint responses found while receiving, sent after (the receive runs under the
+    /// socket's lock).
+    responses: Vec<(proto::Transmit, Vec<u8>)>,
+    next_id: u64,
+}
+
+impl State {
+    /// Queues connection `id` for the driver and wakes it.
+    fn mark(&mut self, id: u64) {
+        if let Some(c) = self.conns.get_mut(&id) {
+            if !c.dirty {
+                c.dirty = true;
+                self.dirty.push(id);
+            }
+        }
+        if let Some(w) = &self.driver {
+            w.wake_by_ref();
+        }
+    }
+}
+
+/// Tasks waiting for something of one connection, woken with `notify_waiters` (a waiter
+/// enables its `Notified` before it looks, so no notification is lost).
+#[derive(Debug, Default)]
+struct ConnNotify {
+    /// A stream of that direction may be opened (index: `Dir as usize`).
+    available: [Notify; 2],
+    /// The peer opened a stream of that direction.
+    incoming: [Notify; 2],
+    datagram: Notify,
+    /// Established, or failed.
+    connected: Notify,
+    closed: Notify,
+}
+
+/// One connection and the tasks waiting on it.
+struct Conn {
+    conn: proto::Connection,
+    /// quinn-proto's handle (valid while not drained).
+    ch: ConnectionHandle,
+    notify: Arc<ConnNotify>,
+    local_close: Arc<LocalClose>,
+    readers: HashMap<StreamId, Waker>,
+    writers: HashMap<StreamId, Waker>,
+    stopped: HashMap<StreamId, Waker>,
+    /// Why the connection ended, once it did.
+    error: Option<proto::ConnectionError>,
+    connected: bool,
+    /// An incoming connection not yet in the accept queue.
+    incoming: bool,
+    /// Closed by the handshake timeout unless established by then.
+    handshake_deadline: Option<Instant>,
+    /// Live handles: the connection's and its streams'.
+    refs: usize,
+    dirty: bool,
+    timer: Option<Instant>,
+    pacer: Option<ConnectionPacer>,
+    /// The pacer holds the next transmit until then.
+    paced_until: Option<Instant>,
+    /// The send pool ran dry during this connection's turn.
+    wants_buffer: bool,
+    drained: bool,
+    id: u64,
+}
+
+impl Conn {
+    fn new(
+        conn: proto::Connection,
+        ch: ConnectionHandle,
+        id: u64,
+        incoming: bool,
+        deadline: Option<Instant>,
+    ) -> Conn {
+        Conn {
+            conn,
+            ch,
+            notify: Arc::default(),
+            local_close: Arc::default(),
+            readers: HashMap::new(),
+            writers: HashMap::new(),
+            stopped: HashMap::new(),
+            error: None,
+            connected: false,
+            incoming,
+            handshake_deadline: deadline,
+            refs: 0,
+            dirty: false,
+            timer: None,
+            pacer: ConnectionPacer::take_built(),
+            paced_until: None,
+            wants_buffer: false,
+            drained: false,
+            id,
+        }
+    }
+
+    /// After a call into quinn-proto that may have built a controller for a new path.
+    fn adopt_controllers(&mut self) {
+        if let Some(p) = &self.pacer {
+            p.adopt_built();
+        }
+    }
+
+    /// The connection ended: remember why and wake everyone waiting on it.
+    fn terminate(&mut self, reason: proto::ConnectionError) {
+        if self.error.is_none() {
+            self.error = Some(reason);
+        }
+        for (_, w) in self.readers.drain() {
+            w.wake();
+        }
+        for (_, w) in self.writers.drain() {
+            w.wake();
+        }
+        for (_, w) in self.stopped.drain() {
+            w.wake();
+        }
+        let n = &self.notify;
+        for i in 0..2 {
+            n.available[i].notify_waiters();
+            n.incoming[i].notify_waiters();
+        }
+        n.datagram.notify_waiters();
+        n.connected.notify_waiters();
+        n.closed.notify_waiters();
+    }
+
+    fn close(&mut self, code: VarInt, reason: &[u8]) {
+        {
+            let mut local = self
+                .local_close
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if local.is_none() && self.error.is_none() {
+                *local = Some((code.into_inner(), Bytes::copy_from_slice(reason)));
+            }
+        }
+        self.conn
+            .close(Instant::now(), code, Bytes::copy_from_slice(reason));
+        self.terminate(proto::ConnectionError::LocallyClosed);
+    }
+
+    fn error(&self) -> Option<ConnectionError> {
+        self.error
+            .clone()
+            .map(|e| qerr::connection_error(e, &self.local_close))
+    }
+
+    /// The next instant the driver must look at this connection.
+    fn next_wake(&self) -> Option<Instant> {
+        [self.timer, self.paced_until, self.handshake_deadline]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+}
+
+fn wake(map: &mut HashMap<StreamId, Waker>, id: StreamId) {
+    if let Some(w) = map.remove(&id) {
+        w.wake();
+    }
+}
+
+/// The driver task (see the module documentation). Ends when the transport handle and
+/// every connection are gone.
+async fn drive(shared: Arc<Shared>) {
+    let mut sleep: Option<Pin<Box<Sleep>>> = None;
+    poll_fn(|cx| turn(&shared, cx, &mut sleep)).await;
+    debug!("uring direct engine driver ended");
+}
+
+/// One turn of the driver; `Ready` when the endpoint is done.
+fn turn(shared: &Shared, cx: &mut Context<'_>, sleep: &mut Option<Pin<Box<Sleep>>>) -> Poll<()> {
+    let io = &shared.io;
+    let mut st = shared.lock();
+    if !st.driver.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+        st.driver = Some(cx.waker().clone());
+    }
+    let now = Instant::now();
+    let mut again = false;
+
+    // 1. Receives.
+    {
+        let State {
+            ep,
+            conns,
+            by_handle,
+            dirty,
+            scratch,
+            responses,
+            closing,
+            transport_alive,
+            next_id,
+            ..
+        } = &mut *st;
+        let accepting = shared.server && !*closing && *transport_alive;
+        let mut on_datagram = |meta: quinn::udp::RecvMeta, payload: &[u8]| {
+            let ecn = meta.ecn.map(proto_ecn);
+            let mut data = BytesMut::from(payload);
+            while !data.is_empty() {
+                let segment = data.split_to(meta.stride.min(data.len()));
+                scratch.clear();
+                match ep.handle(now, meta.addr, meta.dst_ip, ecn, segment, scratch) {
+                    Some(DatagramEvent::ConnectionEvent(ch, event)) => {
+                        let id = by_handle.get(&ch).copied();
+                        if let Some(c) = id.and_then(|id| conns.get_mut(&id)) {
+                            c.conn.handle_event(event);
+                            c.adopt_controllers();
+                            if !c.dirty {
+                                c.dirty = true;
+                                dirty.push(c.id);
+                            }
+                        }
+                    }
+                    Some(DatagramEvent::NewConnection(incoming)) => {
+                        scratch.clear();
+                        if !accepting {
+                            let t = ep.refuse(incoming, scratch);
+                            responses.push((t, std::mem::take(scratch)));
+                            continue;
+                        }
+                        match ep.accept(incoming, now, scratch, None) {
+                            Ok((ch, conn)) => {
+                                *next_id += 1;
+                                let id = *next_id;
+                                let deadline = now + shared.handshake_timeout;
+                                let mut c = Conn::new(conn, ch, id, true, Some(deadline));
+                                c.dirty = true;
+                                conns.insert(id, c);
+                                by_handle.insert(ch, id);
+                                dirty.push(id);
+                            }
+                            Err(e) => {
+                                shared.counters.handshake_failures.fetch_add(1, Relaxed);
+                                debug!(error = %e.cause, "incoming connection not accepted");
+                                if let Some(t) = e.response {
+                                    responses.push((t, std::mem::take(scratch)));
+                                }
+                            }
+                        }
+                        stoq_quinn::pacing::forget_unclaimed();
+                    }
+                    Some(DatagramEvent::Response(t)) => {
+                        responses.push((t, std::mem::take(scratch)));
+                    }
+                    None => {}
+                }
+            }
+        };
+        // Until the ring has nothing more (which registers this task for the next
+        // completion) or the turn's budget is spent (then the task runs again at once).
+        let mut taken = 0;
+        let mut errors = 0;
+        loop {
+            match io.poll_recv_direct(cx, RECV_BUDGET - taken, &mut on_datagram) {
+                Poll::Ready(Ok(n)) => {
+                    taken += n;
+                    if taken >= RECV_BUDGET {
+                        again = true;
+                        break;
+                    }
+                }
+                Poll::Ready(Err(e)) => {
+                    warn!(error = %e, "uring direct engine: receive failed");
+                    errors += 1;
+                    if errors > 1 {
+                        again = true;
+                        break;
+                    }
+                }
+                Poll::Pending => break,
+            }
+        }
+    }
+    let responses: Vec<(proto::Transmit, Vec<u8>)> = std::mem::take(&mut st.responses);
+    for (t, buf) in responses {
+        send_copy(io, &t, &buf);
+    }
+
+    // 2. Timers, pacing holds, handshake deadlines.
+    let due: Vec<u64> = st
+        .conns
+        .iter()
+        .filter(|(_, c)| c.next_wake().is_some_and(|t| t <= now))
+        .map(|(id, _)| *id)
+        .collect();
+    for id in due {
+        let c = st.conns.get_mut(&id).expect("listed above");
+        if c.timer.is_some_and(|t| t <= now) {
+            c.timer = None;
+            c.conn.handle_timeout(now);
+            c.adopt_controllers();
+        }
+        if c.paced_until.is_some_and(|t| t <= now) {
+            c.paced_until = None;
+        }
+        if c.handshake_deadline.is_some_and(|t| t <= now) {
+            c.handshake_deadline = None;
+            if !c.connected && c.error.is_none() {
+                debug!("incoming handshake timed out");
+                c.incoming = false;
+                c.conn
+                    .close(now, 0u32.into(), Bytes::from_static(b"handshake timed out"));
+                c.terminate(proto::ConnectionError::TimedOut);
+                shared.counters.handshake_failures.fetch_add(1, Relaxed);
+            }
+        }
+        st.mark(id);
+    }
+
+    // 3. Dirty connections.
+    let mut wants_buffer = false;
+    let dirty = std::mem::take(&mut st.dirty);
+    for id in dirty {
+        let more = drive_conn(shared, &mut st, id, now);
+        again |= more;
+        if st.conns.get(&id).is_some_and(|c| c.wants_buffer) {
+            wants_buffer = true;
+        }
+    }
+
+    // 4. One submission for the whole turn.
+    io.submit();
+
+    // quinn-proto forgot drained connections (and may reuse their handles); forget those
+    // nobody holds.
+    let State {
+        conns, by_handle, ..
+    } = &mut *st;
+    by_handle.retain(|_, id| conns.get(id).is_some_and(|c| !c.drained));
+    st.conns.retain(|_, c| !(c.drained && c.refs == 0));
+    if st.closing && st.conns.values().all(|c| c.drained) {
+        // `Transport::close` waits for this.
+        shared.idle.notify_waiters();
+    }
+    if !st.transport_alive && st.conns.is_empty() {
+        return Poll::Ready(());
+    }
+
+    // 5. Sleep until the next receive (registered above), timer, or call.
+    if wants_buffer && io.poll_send_buffer(cx).is_ready() {
+        again = true;
+    }
+    let next = st.conns.values().filter_map(Conn::next_wake).min();
+    drop(st);
+    if again {
+        cx.waker().wake_by_ref();
+        return Poll::Pending;
+    }
+    if let Some(at) = next {
+        let at = tokio::time::Instant::from_std(at);
+        if let Some(s) = sleep.as_mut() {
+            if s.deadline() != at {
+                s.as_mut().reset(at);
+            }
+        } else {
+            *sleep = Some(Box::pin(tokio::time::sleep_until(at)));
+        }
+        if sleep.as_mut().expect("set").as_mut().poll(cx).is_ready() {
+            cx.waker().wake_by_ref();
+        }
+    }
+    Poll::Pending
+}
+
+fn proto_ecn(e: quinn::udp::EcnCodepoint) -> EcnCodepoint {
+    use quinn::udp::EcnCodepoint as U;
+    match e {
+        U::Ect0 => EcnCodepoint::Ect0,
+        U::Ect1 => EcnCodepoint::Ect1,
+        U::Ce => EcnCodepoint::Ce,
+    }
+}
+
+fn udp_ecn(e: EcnCodepoint) -> quinn::udp::EcnCodepoint {
+    use quinn::udp::EcnCodepoint as U;
+    match e {
+        EcnCodepoint::Ect0 => U::Ect0,
+        EcnCodepoint::Ect1 => U::Ect1,
+        EcnCodepoint::Ce => U::Ce,
+    }
+}
+
+/// Sends a transmit quinn-proto wrote into a buffer of its own (endpoint responses).
+fn send_copy(io: &UringSocket, t: &proto::Transmit, data: &[u8]) {
+    let Some(mut buf) = io.take_send_buffer() else {
+        debug!("no send buffer for an endpoint response; dropped");
+        return;
+    };
+    buf.extend_from_slice(&data[..t.size.min(data.len())]);
+    io.send_buffer(
+        buf,
+        t.destination,
+        t.ecn.map(udp_ecn),
+        t.segment_size,
+        t.src_ip,
+    );
+}
+
+/// Gives one connection its turn; true if it has more to send than its budget allowed.
+fn drive_conn(shared: &Shared, st: &mut State, id: u64, now: Instant) -> bool {
+    let io = &shared.io;
+    let State {
+        ep,
+        conns,
+        accept_queue,
+        dirty,
+        ..
+    } = st;
+    let Some(c) = conns.get_mut(&id) else {
+        return false;
+    };
+    let ch = c.ch;
+    c.dirty = false;
+    c.wants_buffer = false;
+    let mut more = false;
+    let max_segments = io.max_segments();
+    let mut transmits = 0;
+    loop {
+        forward_events(shared, ep, accept_queue, ch, c);
+        if c.drained {
+            break;
+        }
+        if transmits >= TRANSMIT_BUDGET {
+            more = true;
+            break;
+        }
+        if let Some(at) = c.pacer.as_ref().and_then(|p| p.ready_at(now)) {
+            c.paced_until = Some(at);
+            break;
+        }
+        let Some(mut buf) = io.take_send_buffer() else {
+            c.wants_buffer = true;
+            break;
+        };
+        match c.conn.poll_transmit(now, max_segments, &mut buf) {
+            Some(t) => {
+                transmits += 1;
+                if let Some(p) = &c.pacer {
+                    p.charge(t.size);
+                }
+                buf.truncate(t.size);
+                io.send_buffer(
+                    buf,
+                    t.destination,
+                    t.ecn.map(udp_ecn),
+                    t.segment_size,
+                    t.src_ip,
+                );
+            }
+            None => {
+                io.return_send_buffer(buf);
+                forward_events(shared, ep, accept_queue, ch, c);
+                break;
+            }
+        }
+    }
+    c.timer = c.conn.poll_timeout();
+    if more || c.wants_buffer {
+        // Back on the list for the next turn (the driver wakes itself, or is woken by a
+        // send completion).
+        c.dirty = true;
+        dirty.push(id);
+    }
+    more
+}
+
+/// Forwards a connection's endpoint events to the endpoint (and its answers back) and
+/// wakes the tasks its application events concern.
+fn forward_events(
+    shared: &Shared,
+    ep: &mut proto::Endpoint,
+    accept_queue: &mut VecDeque<u64>,
+    ch: ConnectionHandle,
+    c: &mut Conn,
+) {
+    while let Some(event) = c.conn.poll_endpoint_events() {
+        if event.is_drained() {
+            c.drained = true;
+        }
+        if let Some(answer) = ep.handle_event(ch, event) {
+            c.conn.handle_event(answer);
+        }
+    }
+    while let Some(event) = c.conn.poll() {
+        match event {
+            Event::HandshakeDataReady => {}
+            Event::Connected => {
+                c.connected = true;
+                c.handshake_deadline = None;
+                c.notify.connected.notify_waiters();
+                if c.incoming {
+                    c.incoming = false;
+                    if accept_queue.len() >= ACCEPT_QUEUE {
+                        warn!("accept queue full; closing an incoming connection");
+                        c.close(ACCEPT_QUEUE_FULL.into(), b"accept queue full");
+                    } else {
+                        shared.counters.accepted.fetch_add(1, Relaxed);
+                        // The queued entry holds the connection until `accept` takes it.
+                        c.refs += 1;
+                        accept_queue.push_back(c.id);
+                        shared.accept.notify_waiters();
+                    }
+                }
+            }
+            Event::ConnectionLost { reason } => {
+                if c.incoming && !c.connected {
+                    shared.counters.handshake_failures.fetch_add(1, Relaxed);
+                    warn!(error = %reason, "incoming handshake failed");
+                }
+                c.terminate(reason);
+            }
+            Event::Stream(StreamEvent::Opened { dir }) => {
+                c.notify.incoming[dir as usize].notify_waiters();
+            }
+            Event::Stream(StreamEvent::Available { dir }) => {
+                c.notify.available[dir as usize].notify_waiters();
+            }
+            Event::Stream(StreamEvent::Readable { id }) => wake(&mut c.readers, id),
+            Event::Stream(StreamEvent::Writable { id }) => wake(&mut c.writers, id),
+            Event::Stream(StreamEvent::Finished { id }) => wake(&mut c.stopped, id),
+            Event::Stream(StreamEvent::Stopped { id, .. }) => {
+                wake(&mut c.stopped, id);
+                wake(&mut c.writers, id);
+            }
+            Event::DatagramReceived => c.notify.datagram.notify_waiters(),
+            Event::DatagramsUnblocked => {}
+        }
+    }
+}
+
+/// A reference to one connection, counted in [`Conn::refs`]; the last one dropped closes
+/// the connection (code 0) if it is still open.
+struct ConnRef {
+    shared: Arc<Shared>,
+    id: u64,
+    notify: Arc<ConnNotify>,
+}
+
+impl ConnRef {
+    /// A new reference to connection `id`, which must be in `st`.
+    fn new(shared: &Arc<Shared>, st: &mut State, id: u64) -> ConnRef {
+        let c = st.conns.get_mut(&id).expect("a live connection");
+        c.refs += 1;
+        ConnRef {
+            shared: shared.clone(),
+            id,
+            notify: c.notify.clone(),
+        }
+    }
+
+    /// Runs `f` on the connection under the lock, then hands it to the driver.
+    fn with<R>(&self, f: impl FnOnce(&mut Conn) -> R) -> R {
+        let mut st = self.shared.lock();
+        let c = st
+            .conns
+            .get_mut(&self.id)
+            .expect("a referenced connection is kept");
+        let r = f(c);
+        st.mark(self.id);
+        r
+    }
+
+    /// Runs `f` on the connection under the lock; hands it to the driver if `f` set its
+    /// flag (it queued something to send).
+    fn access<R>(&self, f: impl FnOnce(&mut Conn, &mut bool) -> R) -> R {
+        let mut st = self.shared.lock();
+        let c = st
+            .conns
+            .get_mut(&self.id)
+            .expect("a referenced connection is kept");
+        let mut send = false;
+        let r = f(c, &mut send);
+        if send {
+            st.mark(self.id);
+        }
+        r
+    }
+
+    /// Runs `f` on the connection under the lock without waking the driver (reads).
+    fn peek<R>(&self, f: impl FnOnce(&mut Conn) -> R) -> R {
+        let mut st = self.shared.lock();
+        let c = st
+            .conns
+            .get_mut(&self.id)
+            .expect("a referenced connection is kept");
+        f(c)
+    }
+
+    fn clone_ref(&self) -> ConnRef {
+        let mut st = self.shared.lock();
+        ConnRef::new(&self.shared, &mut st, self.id)
+    }
+}
+
+impl Drop for ConnRef {
+    fn drop(&mut self) {
+        let mut st = self.shared.lock();
+        let Some(c) = st.conns.get_mut(&self.id) else {
+            return;
+        };
+        c.refs -= 1;
+        if c.refs == 0 && c.error.is_none() {
+            c.close(0u32.into(), b"");
+        }
+        st.mark(self.id);
+    }
+}
+
+/// An endpoint of the direct engine.
+pub struct DirectTransport {
+    shared: Arc<Shared>,
+    client: Option<quinn::ClientConfig>,
+    connect_timeout: Duration,
+}
+
+impl fmt::Debug for DirectTransport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DirectTransport")
+            .field("local_addr", &self.shared.io.bound_addr())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for DirectTransport {
+    fn drop(&mut self) {
+        let mut st = self.shared.lock();
+        st.transport_alive = false;
+        // Established connections nobody accepted are closed as quinn's glue closes them.
+        for id in std::mem::take(&mut st.accept_queue) {
+            if let Some(c) = st.conns.get_mut(&id) {
+                c.refs -= 1;
+                if c.refs == 0 && c.error.is_none() {
+                    c.close(0u32.into(), b"");
+                }
+            }
+            st.mark(id);
+        }
+        if let Some(w) = &st.driver {
+            w.wake_by_ref();
+        }
+    }
+}
+
+#[async_trait]
+impl Transport for DirectTransport {
+    fn name(&self) -> &str {
+        crate::NAME
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        crate::CAPABILITIES
+    }
+
+    async fn connect(&self, addr: SocketAddr, server_name: &str) -> Result<Handle, Error> {
+        let client = self
+            .client
+            .clone()
+            .ok_or_else(|| Error::config("tls.roots", "this endpoint has no trust roots"))?;
+        let conn = {
+            let mut st = self.shared.lock();
+            if st.closing {
+                return Err(Error::EndpointClosed);
+            }
+            let started = st.ep.connect(Instant::now(), client, addr, server_name);
+            let (ch, conn) = match started {
+                Ok(x) => x,
+                Err(e) => {
+                    stoq_quinn::pacing::forget_unclaimed();
+                    return Err(qerr::connect_error(e));
+                }
+            };
+            st.next_id += 1;
+            let id = st.next_id;
+            st.conns.insert(id, Conn::new(conn, ch, id, false, None));
+            st.by_handle.insert(ch, id);
+            let r = ConnRef::new(&self.shared, &mut st, id);
+            st.mark(id);
+            DirectConnection::new(r, id, self.shared.datagrams)
+        };
+        // Dropping `conn` (on error or timeout) closes the attempt.
+        let timeout = self.connect_timeout;
+        let established = tokio::time::timeout(timeout, async {
+            loop {
+                let notified = conn.r.notify.connected.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                if let Some(result) = conn.r.peek(|c| {
+                    if let Some(e) = c.error() {
+                        Some(Err(e))
+                    } else if c.connected {
+                        Some(Ok(()))
+                    } else {
+                        None
+                    }
+                }) {
+                    return result;
+                }
+                notified.await;
+            }
+        })
+        .await;
+        match established {
+            Ok(Ok(())) => {
+                self.shared.counters.connected.fetch_add(1, Relaxed);
+                Ok(Arc::new(conn))
+            }
+            Ok(Err(e)) => Err(e.into()),
+            Err(_) => Err(ConnectionError::ConnectTimedOut {
+                addr,
+                after: timeout,
+            }
+            .into()),
+        }
+    }
+
+    async fn accept(&self) -> Result<Handle, Error> {
+        if !self.shared.server {
+            return Err(Error::config(
+                "role",
+                "this endpoint was bound as a client; bind it with EndpointRole::Server to accept",
+            ));
+        }
+        loop {
+            let notified = self.shared.accept.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let mut st = self.shared.lock();
+                if st.closing {
+                    return Err(Error::EndpointClosed);
+                }
+                if let Some(id) = st.accept_queue.pop_front() {
+                    let c = st.conns.get_mut(&id).expect("queued connections are kept");
+                    // The queue's reference becomes the handle's.
+                    let r = ConnRef {
+                        shared: self.shared.clone(),
+                        id,
+                        notify: c.notify.clone(),
+                    };
+                    return Ok(Arc::new(DirectConnection::new(
+                        r,
+                        id,
+                        self.shared.datagrams,
+                    )));
+                }
+            }
+            notified.await;
+        }
+    }
+
+    fn local_addr(&self) -> Result<SocketAddr, Error> {
+        Ok(self.shared.io.bound_addr())
+    }
+
+    fn stats(&self) -> EndpointStats {
+        let mut s = EndpointStats::default();
+        let c = &self.shared.counters;
+        s.accepted = c.accepted.load(Relaxed);
+        s.handshake_failures = c.handshake_failures.load(Relaxed);
+        s.connected = c.connected.load(Relaxed);
+        s.open_connections = self.shared.lock().ep.open_connections() as u64;
+        s
+    }
+
+    async fn close(&self, code: u64, reason: &[u8]) {
+        let code = VarInt::from_u64(code).unwrap_or(VarInt::MAX);
+        let idle = self.shared.idle.notified();
+        tokio::pin!(idle);
+        idle.as_mut().enable();
+        {
+            let mut st = self.shared.lock();
+            st.closing = true;
+            let ids: Vec<u64> = st.conns.keys().copied().collect();
+            for id in ids {
+                let c = st.conns.get_mut(&id).expect("listed");
+                if c.error.is_none() {
+                    c.close(code, reason);
+                }
+                st.mark(id);
+            }
+            self.shared.accept.notify_waiters();
+            if st.conns.values().all(|c| c.drained) {
+                return;
+            }
+        }
+        let _ = tokio::time::timeout(CLOSE_GRACE, idle).await;
+    }
+}
+
+/// One connection of the direct engine.
+pub struct DirectConnection {
+    r: ConnRef,
+    counters: Arc<ConnectionCounters>,
+    datagrams: bool,
+    id: u64,
+}
+
+impl fmt::Debug for DirectConnection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DirectConnection")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DirectConnection {
+    fn new(r: ConnRef, id: u64, datagrams: bool) -> Self {
+        DirectConnection {
+            r,
+            counters: Arc::default(),
+            datagrams,
+            id,
+        }
+    }
+
+    fn streams(
+        &self,
+        id: StreamId,
+        send: bool,
+        recv: bool,
+    ) -> (Option<SendStream>, Option<RecvStream>) {
+        let s = send.then(|| {
+            SendStream::new(
+                Box::new(DirectSend {
+                    r: self.r.clone_ref(),
+                    id,
+                }),
+                self.counters.clone(),
+            )
+        });
+        let r = recv.then(|| {
+            RecvStream::new(
+                Box::new(DirectRecv {
+                    r: self.r.clone_ref(),
+                    id,
+                    eof: false,
+                }),
+                self.counters.clone(),
+            )
+        });
+        (s, r)
+    }
+
+    async fn open(&self, dir: Dir) -> Result<StreamId, ConnectionError> {
+        loop {
+            let notified = self.r.notify.available[dir as usize].notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let opened = self.r.with(|c| {
+                if let Some(e) = c.error() {
+                    return Some(Err(e));
+                }
+                c.conn.streams().open(dir).map(Ok)
+            });
+            if let Some(r) = opened {
+                return r;
+            }
+            notified.await;
+        }
+    }
+
+    async fn accept(&self, dir: Dir) -> Result<StreamId, ConnectionError> {
+        loop {
+            let notified = self.r.notify.incoming[dir as usize].notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            // Accepting may raise the peer's stream limit: the driver sends MAX_STREAMS.
+            let accepted = self.r.with(|c| {
+                if let Some(id) = c.conn.streams().accept(dir) {
+                    return Some(Ok(id));
+                }
+                c.error().map(Err)
+            });
+            if let Some(r) = accepted {
+                return r;
+            }
+            notified.await;
+        }
+    }
+}
+
+#[async_trait]
+impl Connection for DirectConnection {
+    async fn open_bi(&self) -> Result<(SendStream, RecvStream), ConnectionError> {
+        let id = self.open(Dir::Bi).await?;
+        let (s, r) = self.streams(id, true, true);
+        Ok((s.expect("asked"), r.expect("asked")))
+    }
+
+    async fn open_uni(&self) -> Result<SendStream, ConnectionError> {
+        let id = self.open(Dir::Uni).await?;
+        Ok(self.streams(id, true, false).0.expect("asked"))
+    }
+
+    async fn accept_bi(&self) -> Result<(SendStream, RecvStream), ConnectionError> {
+        let id = self.accept(Dir::Bi).await?;
+        let (s, r) = self.streams(id, true, true);
+        Ok((s.expect("asked"), r.expect("asked")))
+    }
+
+    async fn accept_uni(&self) -> Result<RecvStream, ConnectionError> {
+        let id = self.accept(Dir::Uni).await?;
+        Ok(self.streams(id, false, true).1.expect("asked"))
+    }
+
+    fn send_datagram(&self, data: Bytes) -> Result<(), DatagramError> {
+        if !self.datagrams {
+            return Err(DatagramError::Disabled);
+        }
+        let size = data.len();
+        self.r.with(|c| {
+            if let Some(e) = c.error() {
+                return Err(DatagramError::ConnectionLost(e));
+            }
+            let max = c.conn.datagrams().max_size();
+            if let Some(max) = max {
+                if size > max {
+                    return Err(DatagramError::TooLarge { size, max });
+                }
+            }
+            c.conn.datagrams().send(data, true).map_err(|e| {
+                use proto::SendDatagramError as P;
+                let q = match e {
+                    P::UnsupportedByPeer => quinn::SendDatagramError::UnsupportedByPeer,
+                    P::Disabled => quinn::SendDatagramError::Disabled,
+                    P::TooLarge => quinn::SendDatagramError::TooLarge,
+                    // With `drop = true` quinn-proto drops the oldest queued datagram
+                    // instead of blocking.
+                    P::Blocked(_) => quinn::SendDatagramError::TooLarge,
+                };
+                qerr::datagram_error(q, size, max, &c.local_close)
+            })
+        })?;
+        self.counters.add_datagram_sent(size as u64);
+        Ok(())
+    }
+
+    async fn recv_datagram(&self) -> Result<Bytes, DatagramError> {
+        if !self.datagrams {
+            return Err(DatagramError::Disabled);
+        }
+        loop {
+            let notified = self.r.notify.datagram.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let got = self.r.peek(|c| {
+                if let Some(d) = c.conn.datagrams().recv() {
+                    return Some(Ok(d));
+                }
+                c.error().map(|e| Err(DatagramError::ConnectionLost(e)))
+            });
+            match got {
+                Some(Ok(d)) => {
+                    self.counters.add_datagram_received(d.len() as u64);
+                    return Ok(d);
+                }
+                Some(Err(e)) => return Err(e),
+                None => notified.await,
+            }
+        }
+    }
+
+    fn max_datagram_size(&self) -> Option<usize> {
+        if !self.datagrams {
+            return None;
+        }
+        self.r.peek(|c| c.conn.datagrams().max_size())
+    }
+
+    fn close(&self, code: u64, reason: &[u8]) {
+        let code = VarInt::from_u64(code).unwrap_or(VarInt::MAX);
+        self.r.with(|c| {
+            if c.error.is_none() {
+                c.close(code, reason);
+            }
+        });
+    }
+
+    async fn closed(&self) -> ConnectionError {
+        loop {
+            let notified = self.r.notify.closed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(e) = self.r.peek(|c| c.error()) {
+                return e;
+            }
+            notified.await;
+        }
+    }
+
+    fn close_reason(&self) -> Option<ConnectionError> {
+        self.r.peek(|c| c.error())
+    }
+
+    fn stats(&self) -> ConnectionStats {
+        let (q, min_rtt) = self.r.peek(|c| (c.conn.stats(), c.conn.min_rtt()));
+        let mut s = ConnectionStats::default();
+        s.rtt = q.path.rtt;
+        s.min_rtt = Some(min_rtt);
+        s.congestion_window = q.path.cwnd;
+        s.udp_datagrams_sent = q.udp_tx.datagrams;
+        s.udp_datagrams_received = q.udp_rx.datagrams;
+        s.udp_bytes_sent = q.udp_tx.bytes;
+        s.udp_bytes_received = q.udp_rx.bytes;
+        s.packets_lost = q.path.lost_packets;
+        s.bytes_lost = q.path.lost_bytes;
+        s.congestion_events = Some(q.path.congestion_events);
+        s.path_mtu = q.path.current_mtu;
+        self.counters.fill(&mut s);
+        s
+    }
+
+    fn remote_addr(&self) -> SocketAddr {
+        self.r.peek(|c| c.conn.remote_address())
+    }
+
+    fn side(&self) -> Side {
+        match self.r.peek(|c| c.conn.side()) {
+            proto::Side::Client => Side::Client,
+            proto::Side::Server => Side::Server,
+        }
+    }
+
+    fn alpn(&self) -> Option<Vec<u8>> {
+        self.r.peek(|c| {
+            c.conn
+                .crypto_session()
+                .handshake_data()?
+                .downcast::<quinn::crypto::rustls::HandshakeData>()
+                .ok()?
+                .protocol
+        })
+    }
+
+    fn peer_identity(&self) -> Option<Vec<CertificateDer<'static>>> {
+        self.r.peek(|c| {
+            c.conn
+                .crypto_session()
+                .peer_identity()?
+                .downcast::<Vec<CertificateDer<'static>>>()
+                .ok()
+                .map(|b| *b)
+        })
+    }
+
+    fn export_keying_material(
+        &self,
+        out: &mut [u8],
+        label: &[u8],
+        context: &[u8],
+    ) -> Result<(), Error> {
+        self.r
+            .peek(|c| {
+                c.conn
+                    .crypto_session()
+                    .export_keying_material(out, label, context)
+            })
+            .map_err(|_| Error::Tls("keying material export failed (output too long?)".into()))
+    }
+
+    fn stable_id(&self) -> u64 {
+        self.id
+    }
+}
+
+fn stoq_id(id: StreamId) -> stoq_core::StreamId {
+    stoq_core::StreamId(VarInt::from(id).into_inner())
+}
+
+/// The sending half of a stream of the direct engine.
+struct DirectSend {
+    r: ConnRef,
+    id: StreamId,
+}
+
+impl fmt::Debug for DirectSend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DirectSend").field("id", &self.id).finish()
+    }
+}
+
+fn write_error(e: proto::WriteError, c: &Conn) -> StreamError {
+    let q = match e {
+        proto::WriteError::Stopped(code) => quinn::WriteError::Stopped(code),
+        proto::WriteError::ClosedStream => quinn::WriteError::ClosedStream,
+        proto::WriteError::Blocked => unreachable!("blocked writes wait"),
+    };
+    qerr::write_error(q, &c.local_close)
+}
+
+impl SendStreamBackend for DirectSend {
+    fn id(&self) -> stoq_core::StreamId {
+        stoq_id(self.id)
+    }
+
+    fn poll_write(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<Result<usize, StreamError>> {
+        let id = self.id;
+        self.r.access(|c, send| {
+            if let Some(e) = c.error() {
+                return Poll::Ready(Err(StreamError::ConnectionLost(e)));
+            }
+            match c.conn.send_stream(id).write(buf) {
+                Ok(n) => {
+                    *send = true;
+                    Poll::Ready(Ok(n))
+                }
+                Err(proto::WriteError::Blocked) => {
+                    c.writers.insert(id, cx.waker().clone());
+                    Poll::Pending
+                }
+                Err(e) => Poll::Ready(Err(write_error(e, c))),
+            }
+        })
+    }
+
+    fn poll_write_chunk(
+        &mut self,
+        cx: &mut Context<'_>,
+        chunk: &mut Bytes,
+    ) -> Poll<Result<(), StreamError>> {
+        let id = self.id;
+        self.r.access(|c, send| {
+            if let Some(e) = c.error() {
+                return Poll::Ready(Err(StreamError::ConnectionLost(e)));
+            }
+            while !chunk.is_empty() {
+                // quinn-proto takes the `Bytes` without copying (and advances it).
+                match c
+                    .conn
+                    .send_stream(id)
+                    .write_chunks(std::slice::from_mut(chunk))
+                {
+                    Ok(_) => *send = true,
+                    Err(proto::WriteError::Blocked) => {
+                        c.writers.insert(id, cx.waker().clone());
+                        return Poll::Pending;
+                    }
+                    Err(e) => return Poll::Ready(Err(write_error(e, c))),
+                }
+            }
+            Poll::Ready(Ok(()))
+        })
+    }
+
+    fn poll_finish(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), StreamError>> {
+        let id = self.id;
+        Poll::Ready(self.r.with(|c| {
+            if let Some(e) = c.error() {
+                return Err(StreamError::ConnectionLost(e));
+            }
+            c.conn
+                .send_stream(id)
+                .finish()
+                .map_err(|_| StreamError::ClosedStream)
+        }))
+    }
+
+    fn reset(&mut self, code: u64) -> Result<(), StreamError> {
+        let code = VarInt::from_u64(code).map_err(|_| StreamError::ClosedStream)?;
+        let id = self.id;
+        self.r.with(|c| {
+            c.conn
+                .send_stream(id)
+                .reset(code)
+                .map_err(|_| StreamError::ClosedStream)
+        })
+    }
+
+    fn poll_stopped(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<u64>, StreamError>> {
+        let id = self.id;
+        self.r.peek(|c| match c.conn.send_stream(id).stopped() {
+            Ok(Some(code)) => Poll::Ready(Ok(Some(code.into_inner()))),
+            // quinn-proto forgets a stream once the peer acknowledged all of it.
+            Err(_) => Poll::Ready(Ok(None)),
+            Ok(None) => {
+                if let Some(e) = c.error() {
+                    return Poll::Ready(Err(StreamError::ConnectionLost(e)));
+                }
+                c.stopped.insert(id, cx.waker().clone());
+                Poll::Pending
+            }
+        })
+    }
+
+    fn set_priority(&mut self, priority: i32) -> Result<(), StreamError> {
+        let id = self.id;
+        self.r.with(|c| {
+            c.conn
+                .send_stream(id)
+                .set_priority(priority)
+                .map_err(|_| StreamError::ClosedStream)
+        })
+    }
+}
+
+/// The receiving half of a stream of the direct engine.
+struct DirectRecv {
+    r: ConnRef,
+    id: StreamId,
+    /// The end of the stream was read (quinn-proto forgets the stream then).
+    eof: bool,
+}
+
+impl fmt::Debug for DirectRecv {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DirectRecv").field("id", &self.id).finish()
+    }
+}
+
+impl DirectRecv {
+    /// Reads up to `max` bytes as chunks handed to `take`; `Ready(Ok(true))` at the end of
+    /// the stream, `Ready(Ok(false))` after data.
+    fn poll_chunks(
+        &mut self,
+        cx: &mut Context<'_>,
+        max: usize,
+        one: bool,
+        mut take: impl FnMut(Bytes),
+    ) -> Poll<Result<bool, StreamError>> {
+        if self.eof {
+            return Poll::Ready(Ok(true));
+        }
+        let id = self.id;
+        let mut st = self.r.shared.lock();
+        let c = st
+            .conns
+            .get_mut(&self.r.id)
+            .expect("a referenced connection is kept");
+        let lost = c.error();
+        let mut stream = c.conn.recv_stream(id);
+        let mut chunks = match stream.read(true) {
+            Ok(chunks) => chunks,
+            Err(_) => {
+                return Poll::Ready(Err(
+                    lost.map_or(StreamError::ClosedStream, StreamError::ConnectionLost)
+                ));
+            }
+        };
+        let mut read = 0;
+        let result = loop {
+            if read >= max {
+                break Poll::Ready(Ok(false));
+            }
+            match chunks.next(max - read) {
+                Ok(Some(chunk)) => {
+                    read += chunk.bytes.len();
+                    take(chunk.bytes);
+                    if one {
+                        break Poll::Ready(Ok(false));
+                    }
+                }
+                Ok(None) => {
+                    self.eof = true;
+                    break Poll::Ready(Ok(read == 0));
+                }
+                Err(proto::ReadError::Blocked) => {
+                    if read > 0 {
+                        break Poll::Ready(Ok(false));
+                    }
+                    break Poll::Pending;
+                }
+                Err(proto::ReadError::Reset(code)) => {
+                    break Poll::Ready(Err(StreamError::Reset(code.into_inner())));
+                }
+            }
+        };
+        let transmit = chunks.finalize().should_transmit();
+        if result.is_pending() {
+            if let Some(e) = lost {
+                return Poll::Ready(Err(StreamError::ConnectionLost(e)));
+            }
+            c.readers.insert(id, cx.waker().clone());
+        }
+        if transmit {
+            st.mark(self.r.id);
+        }
+        result
+    }
+}
+
+impl RecvStreamBackend for DirectRecv {
+    fn id(&self) -> stoq_core::StreamId {
+        stoq_id(self.id)
+    }
+
+    fn poll_read(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<Result<(), StreamError>> {
+        let max = buf.remaining();
+        if max == 0 {
+            return Poll::Ready(Ok(()));
+        }
+        self.poll_chunks(cx, max, false, |b| buf.put_slice(&b))
+            .map_ok(|_| ())
+    }
+
+    fn poll_read_chunk(
+        &mut self,
+        cx: &mut Context<'_>,
+        max: usize,
+    ) -> Poll<Result<Option<Bytes>, StreamError>> {
+        let mut got = None;
+        let r = std::task::ready!(self.poll_chunks(cx, max.max(1), true, |b| got = Some(b)));
+        Poll::Ready(r.map(|end| if end { None } else { got }))
+    }
+
+    fn stop(&mut self, code: u64) -> Result<(), StreamError> {
+        let code = VarInt::from_u64(code).map_err(|_| StreamError::ClosedStream)?;
+        let id = self.id;
+        self.r.with(|c| {
+            c.conn
+                .recv_stream(id)
+                .stop(code)
+                .map_err(|_| StreamError::ClosedStream)
+        })
+    }
+}
