@@ -18,8 +18,8 @@
 #   quinn-8c, uring-8c, quinn-8c-1t, uring-8c-1t  the same with `bench --connections 8`:
 #                 the MIB split across 8 parallel connections of one client endpoint to
 #                 one server endpoint, one stream each (the matrix's bulk_8conn shape)
-#   direct, direct-1t, direct-8c, direct-8c-1t  the same shapes on the io_uring backend's
-#                 direct engine (phoenix --backend uring-direct)
+#   glue, glue-1t, glue-8c, glue-8c-1t  the same shapes on the io_uring backend's other
+#                 engine, quinn's async glue on its socket (phoenix --backend uring-glue)
 #   uring-sqpoll  backends/uring/examples/uring_bench.rs (same protocol and config, through
 #                 TunedUringBackend with SQPOLL, idle 2 ms, thread unpinned)
 #   uring-sqpoll-cpu1  the same with the SQPOLL thread pinned to CPU 1
@@ -75,14 +75,14 @@ done
 # phoenix rows: <backend>[-8c][-1t].
 phoenix_flags() { # row -> global flags
     local b=${1%%-*}
-    [ "$b" = direct ] && b=uring-direct
+    [ "$b" = glue ] && b=uring-glue
     case $1 in *-1t) echo "--worker-threads 0 --backend $b" ;; *) echo "--backend $b" ;; esac
 }
 connections() { case $1 in *-8c*) echo 8 ;; *) echo 1 ;; esac; }
 server_cmd() {
     case $1 in
         quinn | uring | quinn-1t | uring-1t | quinn-8c | uring-8c | quinn-8c-1t | uring-8c-1t \
-            | direct | direct-1t | direct-8c | direct-8c-1t)
+            | glue | glue-1t | glue-8c | glue-8c-1t)
             echo "$WORK/phoenix $(phoenix_flags "$1") bench-server --bind [::1]:0" ;;
         uring-sqpoll) echo "$WORK/uring_bench server --sqpoll-idle-ms 2" ;;
         uring-sqpoll-cpu1) echo "$WORK/uring_bench server --sqpoll-idle-ms 2 --sqpoll-cpu 1" ;;
@@ -92,7 +92,7 @@ server_cmd() {
 client_cmd() { # row addr
     case $1 in
         quinn | uring | quinn-1t | uring-1t | quinn-8c | uring-8c | quinn-8c-1t | uring-8c-1t \
-            | direct | direct-1t | direct-8c | direct-8c-1t)
+            | glue | glue-1t | glue-8c | glue-8c-1t)
             echo "$WORK/phoenix $(phoenix_flags "$1") bench --to $2 --mib $MIB --runs 1 --connections $(connections "$1") --json" ;;
         uring-sqpoll) echo "$WORK/uring_bench client --to $2 --mib $MIB --sqpoll-idle-ms 2" ;;
         uring-sqpoll-cpu1) echo "$WORK/uring_bench client --to $2 --mib $MIB --sqpoll-idle-ms 2 --sqpoll-cpu 1" ;;

@@ -72,7 +72,7 @@ const ACCEPT_QUEUE: usize = 1024;
 /// Receive completions taken per turn of the driver before the connections get their turn.
 const RECV_BUDGET: usize = 64;
 /// Transmits (GSO batches) one connection may build per turn before the others' turn.
-const TRANSMIT_BUDGET: usize = 4;
+const TRANSMIT_BUDGET: usize = 64;
 /// Application close code for incoming connections refused because `accept` is behind.
 const ACCEPT_QUEUE_FULL: u32 = 0x5354_0001;
 
@@ -484,9 +484,6 @@ fn turn(shared: &Shared, cx: &mut Context<'_>, sleep: &mut Option<Pin<Box<Sleep>
         }
     }
 
-    // 4. One submission for the whole turn.
-    io.submit();
-
     // quinn-proto forgot drained connections (and may reuse their handles); forget those
     // nobody holds.
     let State {
@@ -498,7 +495,15 @@ fn turn(shared: &Shared, cx: &mut Context<'_>, sleep: &mut Option<Pin<Box<Sleep>
         // `Transport::close` waits for this.
         shared.idle.notify_waiters();
     }
-    if !st.transport_alive && st.conns.is_empty() {
+    let done = !st.transport_alive && st.conns.is_empty();
+    let next = st.conns.values().filter_map(Conn::next_wake).min();
+    drop(st);
+
+    // 4. One submission for the whole turn, without the lock: on loopback the kernel
+    // runs the receiver's side of each send inside this call, and the application's
+    // tasks may meanwhile queue more data.
+    io.submit();
+    if done {
         return Poll::Ready(());
     }
 
@@ -506,8 +511,6 @@ fn turn(shared: &Shared, cx: &mut Context<'_>, sleep: &mut Option<Pin<Box<Sleep>
     if wants_buffer && io.poll_send_buffer(cx).is_ready() {
         again = true;
     }
-    let next = st.conns.values().filter_map(Conn::next_wake).min();
-    drop(st);
     if again {
         cx.waker().wake_by_ref();
         return Poll::Pending;

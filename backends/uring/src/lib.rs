@@ -1,7 +1,8 @@
 //! # STOQ on io_uring
 //!
-//! A [`Backend`] whose QUIC protocol engine is quinn-proto (sans-IO) driven by quinn 0.11's
-//! async glue, and whose UDP I/O goes through **io_uring only**: no `sendmsg`/`recvmsg`
+//! A [`Backend`] whose QUIC protocol engine is quinn-proto (sans-IO), driven by this
+//! crate's own endpoint task (or by quinn 0.11's async glue, see "Two engines"), and whose
+//! UDP I/O goes through **io_uring only**: no `sendmsg`/`recvmsg`
 //! system call is ever made on the socket. Two rings per endpoint (receive, send), created
 //! at bind.
 //!
@@ -12,8 +13,8 @@
 //! | receive datagrams | one multishot `IORING_OP_RECVMSG`, always armed, into a provided-buffer ring registered once (`IORING_REGISTER_PBUF_RING`; buffers from one allocation made at bind) |
 //! | receive batches | UDP GRO on the socket; the `UDP_GRO` control message gives the segment size quinn splits at |
 //! | send datagrams | `IORING_OP_SENDMSG` from a fixed pool of send slots allocated at bind; `UDP_SEGMENT` control message for GSO |
-//! | few system calls | sends are queued as SQEs on a send ring without entering the kernel; a flusher task, deferred until its worker has nothing else to run, submits each burst of every connection with one `io_uring_enter`; receives need no system call at all (completions are read from shared memory) |
-//! | wake-ups, timers | the receive ring's fd is registered with tokio's reactor, so receive completions wake tasks like any socket would; send completions wake nobody (the send ring is not watched); timers are tokio's (quinn's `TokioRuntime`) |
+//! | few system calls | sends are queued as SQEs on a send ring without entering the kernel; the direct engine's endpoint task submits every send of its turn (all connections) with one `io_uring_enter` (the glue engine: a flusher task, deferred until its worker has nothing else to run); receives need no system call at all (completions are read from shared memory) |
+//! | wake-ups, timers | the receive ring's fd is registered with tokio's reactor, so receive completions wake the endpoint task like any socket would; send completions wake nobody (the send ring is not watched); timers are tokio's |
 //! | an I/O thread on its own core | optional `IORING_SETUP_SQPOLL` on the send ring, with the kernel's submission thread pinned to a CPU ([`UringOptions::sqpoll`]) |
 //!
 //! The handles are ordinary STOQ handles and work from any tokio code. When io_uring
@@ -36,34 +37,42 @@
 //! ## Two engines
 //!
 //! [`UringOptions::engine`] picks what drives quinn-proto over the rings:
-//! * [`UringEngine::QuinnGlue`] (the default): quinn's own async glue on [`UringSocket`].
-//!   Its socket trait lends quinn's buffers, so each datagram is copied once more than
-//!   quinn-udp copies it: into a send slot (the kernel reads it after `try_send` returns)
-//!   and out of the provided-buffer ring.
-//! * [`UringEngine::Direct`] (experimental; `phoenix --backend uring-direct`): this crate
-//!   drives quinn-proto itself with one task per endpoint. quinn-proto writes each
-//!   transmit straight into a buffer of the send pool, which the `SendMsg` reads, and
-//!   each receive is copied once, out of the ring into the `BytesMut` quinn-proto takes.
-//!   Every send of a driver turn goes in one `io_uring_enter`, with no flusher task.
+//! * [`UringEngine::Direct`] (the default): this crate drives quinn-proto itself, with
+//!   one task per endpoint (`direct.rs`). quinn-proto writes each transmit straight into
+//!   a buffer of the send pool, which the `SendMsg` reads, and each receive is copied
+//!   once, out of the ring into the `BytesMut` quinn-proto takes (quinn copies once too,
+//!   out of its own buffer). Every send of a driver turn goes in one `io_uring_enter`.
+//! * [`UringEngine::QuinnGlue`] (`phoenix --backend uring-glue`): quinn's own async glue on
+//!   [`UringSocket`]. Its socket trait lends quinn's buffers, so each datagram is copied
+//!   once more than quinn-udp copies it: into a send slot (the kernel reads it after
+//!   `try_send` returns) and out of the provided-buffer ring; a flusher task batches the
+//!   submissions of all connections.
+//!
+//! Both pass the whole conformance suite. On 1 GiB uploads here the direct engine moved
+//! more and made fewer system calls than the glue on every shape measured
+//! (`benches/results/syscalls.md`).
 //!
 //! ## Why this backend depends on another backend
 //!
 //! STOQ's architecture sketch has backends know only `stoq-core` and `stoq-crypto`. This
-//! one also depends on `stoq-quinn`: its protocol engine *is* quinn-proto under quinn's
-//! async glue, which accepts a custom socket
-//! ([`quinn::Endpoint::new_with_abstract_socket`]), so the connection, stream, error and
-//! congestion-controller adapters of `stoq-quinn` (about 1,500 lines) apply unchanged.
-//! Copying them would give two copies to keep in step for no behavioural difference;
-//! `stoq-quinn` exposes [`stoq_quinn::QuinnTransport::bind_with_socket`] for exactly this.
-//! What differs from the quinn backend is the socket alone, so the conformance suite
-//! checks the same contracts over a different I/O path.
+//! one also depends on `stoq-quinn`, because its protocol engine is quinn-proto too. The
+//! direct engine reuses `stoq-quinn`'s quinn-proto configuration
+//! ([`stoq_quinn::quinn_configs`]: transport settings, TLS, controllers), its error
+//! mapping ([`stoq_quinn::errors`]) and its pacer for STOQ controllers
+//! ([`stoq_quinn::pacing::ConnectionPacer`]), so both engines build the same connections
+//! and report the same errors. The glue engine runs quinn's async glue on a custom socket
+//! ([`quinn::Endpoint::new_with_abstract_socket`]), so `stoq-quinn`'s connection, stream
+//! and congestion adapters apply unchanged
+//! ([`stoq_quinn::QuinnTransport::bind_with_socket`]). Copying any of it would give two
+//! copies to keep in step for no behavioural difference.
 //!
 //! ## Choices
 //!
 //! * Zero-copy send (`IORING_OP_SEND_ZC`) is not used: on loopback the kernel copies
 //!   anyway (shared/FACTS.md measured no gain), and each zero-copy send costs a second
-//!   completion. Sends copy into the slot pool (the copy quinn-udp's `sendmsg` makes in
-//!   the kernel happens here in user space instead).
+//!   completion. The glue engine copies sends into the slot pool (the copy quinn-udp's
+//!   `sendmsg` makes in the kernel happens here in user space instead); the direct engine
+//!   sends from the buffer quinn-proto wrote.
 //! * Options quinn-udp sets on its sockets are set the same way (it configures the socket:
 //!   GRO, ECN and destination-address reporting, `IP_PMTUDISC_PROBE`/`IPV6_DONTFRAG`),
 //!   and its GSO/GRO probes decide the segment counts; its `sendmsg`/`recvmsg` are never
@@ -111,15 +120,15 @@ pub struct UringOptions {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum UringEngine {
+    /// This crate's own driver (one task per endpoint, the default): quinn-proto writes
+    /// transmits straight into the send pool and receives are copied once, as quinn copies
+    /// them.
+    #[default]
+    Direct,
     /// quinn's async glue on [`UringSocket`] (quinn's connection, stream and endpoint
     /// tasks): each datagram is copied once more than quinn copies it, into a send slot
     /// and out of the receive ring.
-    #[default]
     QuinnGlue,
-    /// This crate's own driver (one task per endpoint): quinn-proto writes transmits
-    /// straight into the send pool and receives are copied once, as quinn copies them.
-    /// Experimental.
-    Direct,
 }
 
 impl UringOptions {
@@ -164,7 +173,7 @@ impl Backend for UringBackend {
     }
 
     fn bind(&self, spec: EndpointSpec) -> Result<Arc<dyn Transport>, Error> {
-        Ok(Arc::new(bind(spec, &UringOptions::default())?))
+        bind(spec, &UringOptions::default())
     }
 }
 
@@ -182,10 +191,7 @@ impl Backend for TunedUringBackend {
     }
 
     fn bind(&self, spec: EndpointSpec) -> Result<Arc<dyn Transport>, Error> {
-        match self.0.engine {
-            UringEngine::QuinnGlue => Ok(Arc::new(bind(spec, &self.0)?)),
-            UringEngine::Direct => Ok(Arc::new(direct::bind(spec, &self.0)?)),
-        }
+        bind(spec, &self.0)
     }
 }
 
@@ -194,16 +200,19 @@ impl Backend for TunedUringBackend {
 /// Fails with [`Error::Io`] carrying an [`Unavailable`] (see [`Unavailable::find`]) when
 /// io_uring cannot be used, with [`Error::Config`] for an invalid configuration, as the
 /// other backends do.
-pub fn bind(spec: EndpointSpec, options: &UringOptions) -> Result<QuinnTransport, Error> {
-    QuinnTransport::bind_with_socket(
-        spec,
-        |addr, cfg| {
-            let socket: Arc<dyn quinn::AsyncUdpSocket> = UringSocket::bind(addr, cfg, options)?;
-            Ok(socket)
-        },
-        EngineIdentity {
-            name: NAME,
-            capabilities: CAPABILITIES,
-        },
-    )
+pub fn bind(spec: EndpointSpec, options: &UringOptions) -> Result<Arc<dyn Transport>, Error> {
+    match options.engine {
+        UringEngine::Direct => Ok(Arc::new(direct::bind(spec, options)?)),
+        UringEngine::QuinnGlue => Ok(Arc::new(QuinnTransport::bind_with_socket(
+            spec,
+            |addr, cfg| {
+                let socket: Arc<dyn quinn::AsyncUdpSocket> = UringSocket::bind(addr, cfg, options)?;
+                Ok(socket)
+            },
+            EngineIdentity {
+                name: NAME,
+                capabilities: CAPABILITIES,
+            },
+        )?)),
+    }
 }

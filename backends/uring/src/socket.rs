@@ -32,6 +32,13 @@
 //!   it polls readable while completions are pending. quinn's endpoint driver always has
 //!   a [`poll_recv`] outstanding, so it is the one task woken by completions.
 //!
+//! * **The direct engine** ([`UringEngine::Direct`](crate::UringEngine::Direct)) uses the same rings without quinn's socket
+//!   trait: receives are handed to it straight from the ring buffer
+//!   (`poll_recv_direct`), and quinn-proto writes each transmit into one of
+//!   [`SEND_SLOTS`] buffers allocated at bind (`take_send_buffer`), which the `SendMsg`
+//!   sends from and its completion returns to the pool; the engine submits once per turn
+//!   (`submit`), so no flusher task runs.
+//!
 //! [`poll_recv`]: quinn::AsyncUdpSocket::poll_recv
 //! [`try_send`]: quinn::AsyncUdpSocket::try_send
 
