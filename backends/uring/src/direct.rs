@@ -71,6 +71,9 @@ const CLOSE_GRACE: Duration = Duration::from_secs(2);
 const ACCEPT_QUEUE: usize = 1024;
 /// Receive completions taken per turn of the driver before the connections get their turn.
 const RECV_BUDGET: usize = 64;
+/// How long the driver waits before it polls the ring again after repeated receive
+/// errors.
+const RECV_RETRY: Duration = Duration::from_millis(10);
 /// Transmits (GSO batches) one connection may build per turn before the others' turn.
 const TRANSMIT_BUDGET: usize = 64;
 /// Application close code for incoming connections refused because `accept` is behind.
@@ -329,9 +332,46 @@ fn wake(map: &mut HashMap<StreamId, Waker>, id: StreamId) {
 /// The driver task (see the module documentation). Ends when the transport handle and
 /// every connection are gone.
 async fn drive(shared: Arc<Shared>) {
+    let mut guard = DriverGuard {
+        shared: &shared,
+        finished: false,
+    };
     let mut sleep: Option<Pin<Box<Sleep>>> = None;
-    poll_fn(|cx| turn(&shared, cx, &mut sleep)).await;
+    poll_fn(|cx| turn(guard.shared, cx, &mut sleep)).await;
+    guard.finished = true;
     debug!("uring direct engine driver ended");
+}
+
+/// Ends every connection if the driver stops before its endpoint is done: it panicked
+/// (tokio drops a task's future after catching its panic) or its runtime shut down.
+/// Without it, handles would wait for a driver that no longer runs.
+struct DriverGuard<'a> {
+    shared: &'a Shared,
+    finished: bool,
+}
+
+impl Drop for DriverGuard<'_> {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        warn!("uring direct engine driver stopped early; its connections are ended");
+        let mut st = self.shared.lock();
+        st.closing = true;
+        for c in st.conns.values_mut() {
+            c.terminate(proto::ConnectionError::TransportError(
+                proto::TransportError {
+                    code: proto::TransportErrorCode::INTERNAL_ERROR,
+                    frame: None,
+                    reason: "the endpoint's io_uring driver task ended".into(),
+                },
+            ));
+            c.drained = true;
+        }
+        drop(st);
+        self.shared.accept.notify_waiters();
+        self.shared.idle.notify_waiters();
+    }
 }
 
 /// One turn of the driver; `Ready` when the endpoint is done.
@@ -343,6 +383,7 @@ fn turn(shared: &Shared, cx: &mut Context<'_>, sleep: &mut Option<Pin<Box<Sleep>
     }
     let now = Instant::now();
     let mut again = false;
+    let mut retry: Option<Instant> = None;
 
     // 1. Receives.
     {
@@ -388,8 +429,10 @@ fn turn(shared: &Shared, cx: &mut Context<'_>, sleep: &mut Option<Pin<Box<Sleep>
                             Ok((ch, conn)) => {
                                 *next_id += 1;
                                 let id = *next_id;
-                                let deadline = now + shared.handshake_timeout;
-                                let mut c = Conn::new(conn, ch, id, true, Some(deadline));
+                                // `None` (no deadline) for a timeout beyond what `Instant`
+                                // can represent.
+                                let deadline = now.checked_add(shared.handshake_timeout);
+                                let mut c = Conn::new(conn, ch, id, true, deadline);
                                 c.dirty = true;
                                 conns.insert(id, c);
                                 by_handle.insert(ch, id);
@@ -429,7 +472,9 @@ fn turn(shared: &Shared, cx: &mut Context<'_>, sleep: &mut Option<Pin<Box<Sleep>
                     warn!(error = %e, "uring direct engine: receive failed");
                     errors += 1;
                     if errors > 1 {
-                        again = true;
+                        // Failing again at once: look again after a pause rather than
+                        // spin (the other work of the turn goes on).
+                        retry = Some(now + RECV_RETRY);
                         break;
                     }
                 }
@@ -496,7 +541,12 @@ fn turn(shared: &Shared, cx: &mut Context<'_>, sleep: &mut Option<Pin<Box<Sleep>
         shared.idle.notify_waiters();
     }
     let done = !st.transport_alive && st.conns.is_empty();
-    let next = st.conns.values().filter_map(Conn::next_wake).min();
+    let next = st
+        .conns
+        .values()
+        .filter_map(Conn::next_wake)
+        .chain(retry)
+        .min();
     drop(st);
 
     // 4. One submission for the whole turn, without the lock: on loopback the kernel
@@ -573,11 +623,15 @@ fn drive_conn(shared: &Shared, st: &mut State, id: u64, now: Instant) -> bool {
         conns,
         accept_queue,
         dirty,
+        closing,
+        transport_alive,
         ..
     } = st;
     let Some(c) = conns.get_mut(&id) else {
         return false;
     };
+    // Whether an incoming connection that becomes established can still be accepted.
+    let accepting = !*closing && *transport_alive;
     let ch = c.ch;
     c.dirty = false;
     c.wants_buffer = false;
@@ -585,7 +639,7 @@ fn drive_conn(shared: &Shared, st: &mut State, id: u64, now: Instant) -> bool {
     let max_segments = io.max_segments();
     let mut transmits = 0;
     loop {
-        forward_events(shared, ep, accept_queue, ch, c);
+        forward_events(shared, ep, accept_queue, accepting, ch, c);
         if c.drained {
             break;
         }
@@ -618,7 +672,7 @@ fn drive_conn(shared: &Shared, st: &mut State, id: u64, now: Instant) -> bool {
             }
             None => {
                 io.return_send_buffer(buf);
-                forward_events(shared, ep, accept_queue, ch, c);
+                forward_events(shared, ep, accept_queue, accepting, ch, c);
                 break;
             }
         }
@@ -639,6 +693,7 @@ fn forward_events(
     shared: &Shared,
     ep: &mut proto::Endpoint,
     accept_queue: &mut VecDeque<u64>,
+    accepting: bool,
     ch: ConnectionHandle,
     c: &mut Conn,
 ) {
@@ -659,7 +714,12 @@ fn forward_events(
                 c.notify.connected.notify_waiters();
                 if c.incoming {
                     c.incoming = false;
-                    if accept_queue.len() >= ACCEPT_QUEUE {
+                    if !accepting {
+                        // The transport was dropped or closed during the handshake:
+                        // nobody can accept this connection, and a queue entry would
+                        // keep it (and the endpoint) alive for ever.
+                        c.close(0u32.into(), b"");
+                    } else if accept_queue.len() >= ACCEPT_QUEUE {
                         warn!("accept queue full; closing an incoming connection");
                         c.close(ACCEPT_QUEUE_FULL.into(), b"accept queue full");
                     } else {
@@ -1248,6 +1308,18 @@ impl fmt::Debug for DirectSend {
     }
 }
 
+impl Drop for DirectSend {
+    /// Forgets this half's wakers: quinn-proto may never report on the stream again, and a
+    /// long-lived connection would otherwise keep them (and their tasks) until it ends.
+    fn drop(&mut self) {
+        let id = self.id;
+        self.r.peek(|c| {
+            c.writers.remove(&id);
+            c.stopped.remove(&id);
+        });
+    }
+}
+
 fn write_error(e: proto::WriteError, c: &Conn) -> StreamError {
     let q = match e {
         proto::WriteError::Stopped(code) => quinn::WriteError::Stopped(code),
@@ -1317,10 +1389,16 @@ impl SendStreamBackend for DirectSend {
             if let Some(e) = c.error() {
                 return Err(StreamError::ConnectionLost(e));
             }
-            c.conn
-                .send_stream(id)
-                .finish()
-                .map_err(|_| StreamError::ClosedStream)
+            match c.conn.send_stream(id).finish() {
+                Ok(()) => Ok(()),
+                // As quinn's glue: harmless (`stopped` tells the application), answered
+                // with a reset that echoes the peer's code.
+                Err(proto::FinishError::Stopped(code)) => {
+                    let _ = c.conn.send_stream(id).reset(code);
+                    Ok(())
+                }
+                Err(proto::FinishError::ClosedStream) => Err(StreamError::ClosedStream),
+            }
         }))
     }
 
@@ -1339,7 +1417,8 @@ impl SendStreamBackend for DirectSend {
         let id = self.id;
         self.r.peek(|c| match c.conn.send_stream(id).stopped() {
             Ok(Some(code)) => Poll::Ready(Ok(Some(code.into_inner()))),
-            // quinn-proto forgets a stream once the peer acknowledged all of it.
+            // quinn-proto forgets a stream once the peer acknowledged all of it (or its
+            // reset, which only this side's `reset` or drop sends): as quinn's glue, `None`.
             Err(_) => Poll::Ready(Ok(None)),
             Ok(None) => {
                 if let Some(e) = c.error() {
@@ -1373,6 +1452,16 @@ struct DirectRecv {
 impl fmt::Debug for DirectRecv {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DirectRecv").field("id", &self.id).finish()
+    }
+}
+
+impl Drop for DirectRecv {
+    /// Forgets this half's waker (see `DirectSend`'s `Drop`).
+    fn drop(&mut self) {
+        let id = self.id;
+        self.r.peek(|c| {
+            c.readers.remove(&id);
+        });
     }
 }
 
@@ -1479,6 +1568,7 @@ impl RecvStreamBackend for DirectRecv {
         let code = VarInt::from_u64(code).map_err(|_| StreamError::ClosedStream)?;
         let id = self.id;
         self.r.with(|c| {
+            c.readers.remove(&id);
             c.conn
                 .recv_stream(id)
                 .stop(code)

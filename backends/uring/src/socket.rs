@@ -898,7 +898,12 @@ impl UringSocket {
         let local_addr = socket
             .local_addr()
             .map_err(|e| Error::io(format!("reading the address of UDP socket {addr}"), e))?;
-        let gso_segments = state.max_gso_segments().clamp(1, MAX_SEGMENTS);
+        // A send (all its GSO segments) must fit one send slot, at most 65,535 bytes (the
+        // kernel's limit for one UDP GSO send): with jumbo payloads, fewer segments.
+        let gso_segments = state
+            .max_gso_segments()
+            .clamp(1, MAX_SEGMENTS)
+            .min((65535 / cfg.max_udp_payload.max(1) as usize).max(1));
         let gro_segments = state.gro_segments().max(1);
 
         // Receive buffers: header, name, control messages, payload, as the kernel lays
@@ -1524,6 +1529,24 @@ mod tests {
             }
         }
         out
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_full_gso_batch_of_jumbo_payloads_fits_one_send_slot() {
+        let cfg = TransportConfig {
+            max_udp_payload: 9000,
+            ..TransportConfig::default()
+        };
+        let s = UringSocket::bind("[::1]:0".parse().unwrap(), &cfg, &UringOptions::default())
+            .expect("binding an io_uring socket");
+        let default = bind("[::1]:0");
+        assert!(
+            default.max_transmit_segments() > 7,
+            "loopback offers GSO here"
+        );
+        // quinn-proto builds batches of up to max_segments x the path MTU, which can reach
+        // max_udp_payload; a batch larger than a slot would be dropped at the socket.
+        assert_eq!(s.max_transmit_segments(), 65535 / 9000);
     }
 
     #[tokio::test(flavor = "current_thread")]
