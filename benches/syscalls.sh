@@ -20,6 +20,9 @@
 #                 one server endpoint, one stream each (the matrix's bulk_8conn shape)
 #   glue, glue-1t, glue-8c, glue-8c-1t  the same shapes on the io_uring backend's other
 #                 engine, quinn's async glue on its socket (phoenix --backend uring-glue)
+#   quinn-task, uring-task, quinn-8c-task, uring-8c-task  the default runtime with
+#                 `bench --sender-tasks`: each connection's sender a task on the runtime's
+#                 workers instead of on the thread blocked in main (not a worker)
 #   uring-sqpoll  backends/uring/examples/uring_bench.rs (same protocol and config, through
 #                 TunedUringBackend with SQPOLL, idle 2 ms, thread unpinned)
 #   uring-sqpoll-cpu1  the same with the SQPOLL thread pinned to CPU 1
@@ -66,34 +69,41 @@ cp "$ROOT/target/release/examples/uring_bench" "$WORK/uring_bench"
 # io_uring_submit_req counts SQEs (requests handed to io_uring, with or without a system
 # call: SQPOLL's kernel thread submits without one); it is not a system call.
 EVENTS=(-e raw_syscalls:sys_enter -e task-clock -e io_uring:io_uring_submit_req)
+# perf mounts tracefs on first use: on a fresh machine the per-syscall events below only
+# appear after that (without this, every count lands in "other").
+perf stat -e raw_syscalls:sys_enter -o /dev/null -- true
 for s in $SYSCALLS; do
     [ -e "/sys/kernel/tracing/events/syscalls/sys_enter_$s" ] \
         || [ -e "/sys/kernel/debug/tracing/events/syscalls/sys_enter_$s" ] \
         && EVENTS+=(-e "syscalls:sys_enter_$s")
 done
 
-# phoenix rows: <backend>[-8c][-1t].
+# phoenix rows: <backend>[-8c][-1t|-task], backend quinn, uring or glue.
 phoenix_flags() { # row -> global flags
     local b=${1%%-*}
     [ "$b" = glue ] && b=uring-glue
     case $1 in *-1t) echo "--worker-threads 0 --backend $b" ;; *) echo "--backend $b" ;; esac
 }
 connections() { case $1 in *-8c*) echo 8 ;; *) echo 1 ;; esac; }
+sender_flag() { case $1 in *-task) echo "--sender-tasks" ;; esac; }
+phoenix_row() { [[ $1 =~ ^(quinn|uring|glue)(-8c)?(-1t|-task)?$ ]]; }
 server_cmd() {
+    if phoenix_row "$1"; then
+        echo "$WORK/phoenix $(phoenix_flags "$1") bench-server --bind [::1]:0"
+        return
+    fi
     case $1 in
-        quinn | uring | quinn-1t | uring-1t | quinn-8c | uring-8c | quinn-8c-1t | uring-8c-1t \
-            | glue | glue-1t | glue-8c | glue-8c-1t)
-            echo "$WORK/phoenix $(phoenix_flags "$1") bench-server --bind [::1]:0" ;;
         uring-sqpoll) echo "$WORK/uring_bench server --sqpoll-idle-ms 2" ;;
         uring-sqpoll-cpu1) echo "$WORK/uring_bench server --sqpoll-idle-ms 2 --sqpoll-cpu 1" ;;
         *) echo "unknown row $1" >&2; exit 2 ;;
     esac
 }
 client_cmd() { # row addr
+    if phoenix_row "$1"; then
+        echo "$WORK/phoenix $(phoenix_flags "$1") bench --to $2 --mib $MIB --runs 1 --connections $(connections "$1") $(sender_flag "$1") --json"
+        return
+    fi
     case $1 in
-        quinn | uring | quinn-1t | uring-1t | quinn-8c | uring-8c | quinn-8c-1t | uring-8c-1t \
-            | glue | glue-1t | glue-8c | glue-8c-1t)
-            echo "$WORK/phoenix $(phoenix_flags "$1") bench --to $2 --mib $MIB --runs 1 --connections $(connections "$1") --json" ;;
         uring-sqpoll) echo "$WORK/uring_bench client --to $2 --mib $MIB --sqpoll-idle-ms 2" ;;
         uring-sqpoll-cpu1) echo "$WORK/uring_bench client --to $2 --mib $MIB --sqpoll-idle-ms 2 --sqpoll-cpu 1" ;;
     esac

@@ -48,7 +48,12 @@ async fn exports_agree(client: Arc<dyn Backend>, server: Arc<dyn Backend>) {
             server.name(),
             String::from_utf8_lossy(label)
         );
-        assert!(a.iter().any(|&x| x != 0));
+        // Not all zeros (an export that filled nothing); only asked of exports long enough
+        // that real output is all zeros with negligible probability (a 1-byte export is 0
+        // once in 256 connections).
+        if len >= 16 {
+            assert!(a.iter().any(|&x| x != 0));
+        }
     }
 }
 

@@ -32,6 +32,13 @@ pub struct Args {
     /// Loopback address (and so address family) of the local server.
     #[arg(long, default_value = "[::1]:0")]
     bind: SocketAddr,
+    /// Run each connection's sender as a task on the runtime's worker threads (as the
+    /// server runs its receivers) instead of on the thread that blocks on `main`, which is
+    /// not a worker. Where the application runs decides how often threads park and wake
+    /// each other, so it moves the system-call count (`benches/syscalls.sh`'s `-task`
+    /// rows) and, on few cores, goodput.
+    #[arg(long)]
+    sender_tasks: bool,
 }
 
 /// Arguments of the hidden `phoenix bench-server` (the loopback server process).
@@ -140,9 +147,16 @@ pub async fn run(global: &crate::common::Global, args: Args, json: bool) -> Resu
     let bar = crate::progress(!json, args.runs as u64, "runs");
     let mut runs: Vec<RunReport> = Vec::new();
     for i in 0..args.runs {
-        let r = run_parallel(&client, addr, bytes, args.connections, i as u64)
-            .await
-            .map_err(|e| CliError::failed(format!("run {}: {e}", i + 1)))?;
+        let r = run_parallel(
+            &client,
+            addr,
+            bytes,
+            args.connections,
+            i as u64,
+            args.sender_tasks,
+        )
+        .await
+        .map_err(|e| CliError::failed(format!("run {}: {e}", i + 1)))?;
         if !r.receiver.verified || r.receiver.bytes != bytes {
             return Err(CliError::failed(format!(
                 "run {}: receiver got {} of {bytes} bytes, verified={}, {:?}",
@@ -210,26 +224,45 @@ pub async fn run(global: &crate::common::Global, args: Args, json: bool) -> Resu
 }
 
 /// One run: `bytes` split across `connections` parallel connections of `client` (each its
-/// own seed), folded into one report (see `Args::connections`).
+/// own seed), folded into one report (see `Args::connections`); with `tasks`, each
+/// connection's sender is a task of its own (see `Args::sender_tasks`).
 async fn run_parallel(
     client: &std::sync::Arc<dyn stoq_core::Transport>,
     addr: SocketAddr,
     bytes: u64,
     connections: u64,
     run: u64,
+    tasks: bool,
 ) -> Result<RunReport, stoq_core::Error> {
+    let one = |len: u64, seed: u64| {
+        let client = client.clone();
+        async move {
+            if !tasks {
+                return loopback::run_once(&client, addr, len, seed).await;
+            }
+            let task =
+                tokio::spawn(async move { loopback::run_once(&client, addr, len, seed).await });
+            task.await.unwrap_or_else(|e| {
+                Err(stoq_core::Error::config(
+                    "bench",
+                    format!("sender task: {e}"),
+                ))
+            })
+        }
+    };
     if connections == 1 {
-        return loopback::run_once(client, addr, bytes, 0x5eed_0000 + run).await;
+        return one(bytes, 0x5eed_0000 + run).await;
     }
     let cpu0 = stoq_bench::usage::cpu_time();
     let each = bytes / connections;
+    // The tasks are spawned when first polled: all at once, by `try_join_all`.
     let runs = futures_util::future::try_join_all((0..connections).map(|c| {
         let len = if c + 1 == connections {
             bytes - each * (connections - 1)
         } else {
             each
         };
-        loopback::run_once(client, addr, len, 0x5eed_0000 + (run << 8) + c)
+        one(len, 0x5eed_0000 + (run << 8) + c)
     }))
     .await?;
     let sender_cpu_seconds = (stoq_bench::usage::cpu_time() - cpu0).as_secs_f64();
