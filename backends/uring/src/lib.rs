@@ -10,7 +10,7 @@
 //!
 //! | QUIC endpoint needs | io_uring mechanism |
 //! |---|---|
-//! | receive datagrams | one multishot `IORING_OP_RECVMSG`, always armed, into a provided-buffer ring registered once (`IORING_REGISTER_PBUF_RING`; buffers from one allocation made at bind) |
+//! | receive datagrams | one multishot `IORING_OP_RECVMSG`, kept armed from the endpoint's first poll on (so the kernel runs its completion work on the thread that drives the endpoint), into a provided-buffer ring registered once (`IORING_REGISTER_PBUF_RING`; buffers from one allocation made at bind) |
 //! | receive batches | UDP GRO on the socket; the `UDP_GRO` control message gives the segment size quinn splits at |
 //! | send datagrams | `IORING_OP_SENDMSG` from a fixed pool of send slots allocated at bind; `UDP_SEGMENT` control message for GSO |
 //! | few system calls | sends are queued as SQEs on a send ring without entering the kernel; the direct engine's endpoint task submits every send of its turn (all connections) with one `io_uring_enter` (the glue engine: a flusher task, deferred until its worker has nothing else to run); receives need no system call at all (completions are read from shared memory) |
