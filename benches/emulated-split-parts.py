@@ -8,9 +8,9 @@ from the others plus the new ones:
 
 Each part gets its run arguments, its start time and its runs (in the order the report
 stored them, which is the parts' order), and the plotted time series of each cell's first
-seed (the only series the combined file keeps). A part's run time is not in the combined
-file: it is taken as the time to the next part's start (the last part gets the rest of the
-campaign's total), so a report rebuilt from split parts gives an approximate campaign time.
+seed (the only series the combined file keeps), and its run time (`part_wall_seconds`;
+files written before that field existed lack it, and then the time to the next part
+started later stands in, the last part getting what is left of the campaign's total).
 """
 import datetime
 import json
@@ -22,8 +22,13 @@ def main(combined, out_dir):
     d = json.load(open(combined))
     args, started = d["run_args"], d["started"]
     times = [datetime.datetime.fromisoformat(s.replace("Z", "+00:00")) for s in started]
-    walls = [(times[i + 1] - times[i]).total_seconds() for i in range(len(times) - 1)]
-    walls.append(max(0.0, d["campaign_wall_seconds"] - sum(walls)))
+    walls = list(d.get("part_wall_seconds") or [])
+    for t in times[len(walls):]:
+        later = [u for u in times if u > t]
+        walls.append((min(later) - t).total_seconds() if later else None)
+    rest = max(0.0, d["campaign_wall_seconds"] - sum(w for w in walls if w is not None))
+    unknown = sum(1 for w in walls if w is None)
+    walls = [rest / unknown if w is None else w for w in walls]
     plotted = {(p["backend"], p["controller"], p["scenario"], p["seed"]): p["series"]
                for p in d["plotted_series"]}
 
@@ -33,8 +38,11 @@ def main(combined, out_dir):
 
     parts, i = [[] for _ in args], 0
     for r in d["runs"]:
-        while not belongs(args[i], r):
+        while i < len(args) and not belongs(args[i], r):
             i += 1
+        if i == len(args):
+            sys.exit(f"run {r['backend']} {r['controller']} {r['scenario']} seed {r['seed']} "
+                     "matches no part after the previous run's (runs out of part order?)")
         r = dict(r)
         r["series"] = plotted.get((r["backend"], r["controller"], r["scenario"], r["seed"]),
                                   r["series"])

@@ -802,6 +802,8 @@ struct Results {
     run_args: Vec<RunArgs>,
     campaign_wall_seconds: f64,
     started: Vec<String>,
+    /// Each part's run time, in the order of `run_args` and `started`.
+    part_wall_seconds: Vec<f64>,
     cells: Vec<Cell>,
     /// Every run's scalar results (series dropped).
     runs: Vec<RunRecord>,
@@ -959,6 +961,7 @@ fn report(a: ReportArgs) -> Result<(), String> {
         run_args: raws.iter().map(|r| r.args.clone()).collect(),
         campaign_wall_seconds: wall,
         started: raws.iter().map(|r| r.started.clone()).collect(),
+        part_wall_seconds: raws.iter().map(|r| r.wall_seconds).collect(),
         cells: cells.clone(),
         runs: all
             .iter()

@@ -111,7 +111,12 @@ pub(crate) fn bind(spec: EndpointSpec, options: &UringOptions) -> Result<DirectT
         handshake_timeout: spec.config.connect_timeout,
         server: spec.role == EndpointRole::Server,
     });
-    tokio::spawn(drive(shared.clone()));
+    // The guard exists before the task first runs: a runtime that shuts down before
+    // polling it still ends the endpoint's connections.
+    tokio::spawn(drive(DriverGuard {
+        shared: shared.clone(),
+        finished: false,
+    }));
     Ok(DirectTransport {
         shared,
         client: configs.client,
@@ -331,31 +336,31 @@ fn wake(map: &mut HashMap<StreamId, Waker>, id: StreamId) {
 
 /// The driver task (see the module documentation). Ends when the transport handle and
 /// every connection are gone.
-async fn drive(shared: Arc<Shared>) {
-    let mut guard = DriverGuard {
-        shared: &shared,
-        finished: false,
-    };
+async fn drive(mut guard: DriverGuard) {
     let mut sleep: Option<Pin<Box<Sleep>>> = None;
-    poll_fn(|cx| turn(guard.shared, cx, &mut sleep)).await;
+    let shared = guard.shared.clone();
+    poll_fn(|cx| turn(&shared, cx, &mut sleep)).await;
     guard.finished = true;
     debug!("uring direct engine driver ended");
 }
 
 /// Ends every connection if the driver stops before its endpoint is done: it panicked
-/// (tokio drops a task's future after catching its panic) or its runtime shut down.
-/// Without it, handles would wait for a driver that no longer runs.
-struct DriverGuard<'a> {
-    shared: &'a Shared,
+/// (tokio drops a task's future after catching its panic), or its runtime shut down,
+/// before or after first polling it. Without it, handles would wait for a driver that no
+/// longer runs.
+struct DriverGuard {
+    shared: Arc<Shared>,
     finished: bool,
 }
 
-impl Drop for DriverGuard<'_> {
+impl Drop for DriverGuard {
     fn drop(&mut self) {
         if self.finished {
             return;
         }
-        warn!("uring direct engine driver stopped early; its connections are ended");
+        // Also the path of every runtime shutdown with a live endpoint, hence not a
+        // warning (a panic is reported by tokio itself).
+        debug!("uring direct engine driver stopped early; its connections are ended");
         let mut st = self.shared.lock();
         st.closing = true;
         for c in st.conns.values_mut() {
@@ -1309,14 +1314,26 @@ impl fmt::Debug for DirectSend {
 }
 
 impl Drop for DirectSend {
-    /// Forgets this half's wakers: quinn-proto may never report on the stream again, and a
-    /// long-lived connection would otherwise keep them (and their tasks) until it ends.
+    /// Forgets this half's wakers (quinn-proto may never report on the stream again, and a
+    /// long-lived connection would otherwise keep them, and their tasks, until it ends),
+    /// and answers a peer's STOP_SENDING with a reset carrying its code, as quinn's glue
+    /// does when a stopped stream is dropped.
     fn drop(&mut self) {
         let id = self.id;
-        self.r.peek(|c| {
-            c.writers.remove(&id);
-            c.stopped.remove(&id);
-        });
+        let mut st = self.r.shared.lock();
+        let Some(c) = st.conns.get_mut(&self.r.id) else {
+            return;
+        };
+        c.writers.remove(&id);
+        c.stopped.remove(&id);
+        let mut stream = c.conn.send_stream(id);
+        let reset = match stream.stopped() {
+            Ok(Some(code)) => stream.reset(code).is_ok(),
+            _ => false,
+        };
+        if reset {
+            st.mark(self.r.id);
+        }
     }
 }
 
@@ -1391,12 +1408,9 @@ impl SendStreamBackend for DirectSend {
             }
             match c.conn.send_stream(id).finish() {
                 Ok(()) => Ok(()),
-                // As quinn's glue: harmless (`stopped` tells the application), answered
-                // with a reset that echoes the peer's code.
-                Err(proto::FinishError::Stopped(code)) => {
-                    let _ = c.conn.send_stream(id).reset(code);
-                    Ok(())
-                }
+                // As quinn's glue: harmless (`stopped` tells the application); the
+                // stream's drop answers the stop with a reset that echoes its code.
+                Err(proto::FinishError::Stopped(_)) => Ok(()),
                 Err(proto::FinishError::ClosedStream) => Err(StreamError::ClosedStream),
             }
         }))
@@ -1418,7 +1432,8 @@ impl SendStreamBackend for DirectSend {
         self.r.peek(|c| match c.conn.send_stream(id).stopped() {
             Ok(Some(code)) => Poll::Ready(Ok(Some(code.into_inner()))),
             // quinn-proto forgets a stream once the peer acknowledged all of it (or its
-            // reset, which only this side's `reset` or drop sends): as quinn's glue, `None`.
+            // reset, which only this side's `reset` or the drop of this half sends): as
+            // quinn's glue, `None`.
             Err(_) => Poll::Ready(Ok(None)),
             Ok(None) => {
                 if let Some(e) = c.error() {

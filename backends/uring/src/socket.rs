@@ -83,6 +83,10 @@ pub const SEND_SLOTS: usize = 128;
 /// GSO segments per send at most. quinn caps its transmits at 10 segments too; the pool's
 /// slot size follows from it (`max_udp_payload` times this, at most 64 KiB).
 pub const MAX_SEGMENTS: usize = 10;
+
+/// The most payload bytes one send (all its GSO segments) may carry: a UDP datagram's
+/// limit over IPv4 (65,535 less the IP and UDP headers), which IPv6's 65,527 exceeds.
+const MAX_SEND_BYTES: usize = 65_507;
 /// Submission queue entries of the send ring: every send slot and slack.
 const SQ_ENTRIES: u32 = 256;
 /// Submission queue entries of the receive ring: the receive (re-)arm, the send-ring poll.
@@ -898,12 +902,13 @@ impl UringSocket {
         let local_addr = socket
             .local_addr()
             .map_err(|e| Error::io(format!("reading the address of UDP socket {addr}"), e))?;
-        // A send (all its GSO segments) must fit one send slot, at most 65,535 bytes (the
-        // kernel's limit for one UDP GSO send): with jumbo payloads, fewer segments.
+        // A send (all its GSO segments) must fit one send slot and one UDP datagram's
+        // payload limit, 65,507 bytes over IPv4 (the kernel's limit for one GSO send):
+        // with jumbo payloads, fewer segments.
         let gso_segments = state
             .max_gso_segments()
             .clamp(1, MAX_SEGMENTS)
-            .min((65535 / cfg.max_udp_payload.max(1) as usize).max(1));
+            .min((MAX_SEND_BYTES / cfg.max_udp_payload.max(1) as usize).max(1));
         let gro_segments = state.gro_segments().max(1);
 
         // Receive buffers: header, name, control messages, payload, as the kernel lays
@@ -928,7 +933,7 @@ impl UringSocket {
         recv_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as u32;
         recv_hdr.msg_controllen = CONTROL_LEN as _;
 
-        let send_slot_size = (cfg.max_udp_payload as usize * gso_segments).min(65535);
+        let send_slot_size = (cfg.max_udp_payload as usize * gso_segments).min(MAX_SEND_BYTES);
         let send_slots = Region::new(
             SEND_SLOTS * std::mem::size_of::<SendSlot>(),
             std::mem::align_of::<SendSlot>(),
@@ -1552,7 +1557,7 @@ mod tests {
         );
         // quinn-proto builds batches of up to max_segments x the path MTU, which can reach
         // max_udp_payload; a batch larger than a slot would be dropped at the socket.
-        assert_eq!(s.max_transmit_segments(), 65535 / 9000);
+        assert_eq!(s.max_transmit_segments(), MAX_SEND_BYTES / 9000);
     }
 
     #[tokio::test(flavor = "current_thread")]
