@@ -326,7 +326,7 @@ macro_rules! conformance_suite {
             handshake_alpn, alpn_mismatch_fails, untrusted_certificate_fails,
             wrong_server_name_fails, ipv4_and_ipv6, peer_identity, bidi_echo, uni_streams,
             concurrent_streams_1000, request_stream_churn, large_transfer_hash, drop_without_finish_resets,
-            finish_delivers_all_data, reset_code_reaches_peer, stop_code_reaches_peer,
+            finish_delivers_all_data, reset_code_reaches_peer, stop_code_reaches_peer, reads_after_stop_fail,
             close_code_and_reason, server_endpoint_dials, endpoint_close_reaches_peers, idle_timeout_closes_both,
             keep_alive_prevents_idle_timeout, datagram_round_trip, oversized_datagram_rejected,
             datagrams_disabled_rejected, stats_agree_with_application, connect_no_listener_times_out,

@@ -265,6 +265,8 @@ pub struct RecvStream {
     inner: Box<dyn RecvStreamBackend>,
     counters: Arc<ConnectionCounters>,
     done: bool,
+    /// [`RecvStream::stop`] was called: reads fail from then on.
+    stopped: bool,
 }
 
 impl RecvStream {
@@ -274,6 +276,7 @@ impl RecvStream {
             inner,
             counters,
             done: false,
+            stopped: false,
         }
     }
 
@@ -284,6 +287,9 @@ impl RecvStream {
 
     /// The next chunk of at most `max` bytes, in order; `Ok(None)` at the clean end.
     pub async fn read_chunk(&mut self, max: usize) -> Result<Option<Bytes>, StreamError> {
+        if self.stopped {
+            return Err(StreamError::ClosedStream);
+        }
         let chunk = poll_fn(|cx| self.inner.poll_read_chunk(cx, max)).await?;
         match &chunk {
             Some(c) => self.counters.add_app_received(c.len() as u64),
@@ -295,6 +301,9 @@ impl RecvStream {
     /// Reads into `buf`, returning the number of bytes read; `Ok(0)` at the clean end
     /// (for a non-empty `buf`).
     pub async fn read(&mut self, buf: &mut [u8]) -> Result<usize, StreamError> {
+        if self.stopped {
+            return Err(StreamError::ClosedStream);
+        }
         let mut rb = ReadBuf::new(buf);
         poll_fn(|cx| self.inner.poll_read(cx, &mut rb)).await?;
         let n = rb.filled().len();
@@ -319,9 +328,12 @@ impl RecvStream {
         Ok(Some(out))
     }
 
-    /// Asks the peer to stop sending with `STOP_SENDING` carrying `code`.
+    /// Asks the peer to stop sending with `STOP_SENDING` carrying `code`. Every read after
+    /// it fails with [`StreamError::ClosedStream`], on every backend: what was still in
+    /// flight is discarded, and a stopped stream never looks cleanly ended.
     pub fn stop(&mut self, code: u64) -> Result<(), StreamError> {
         self.done = true;
+        self.stopped = true;
         self.inner.stop(code)
     }
 }
@@ -349,6 +361,9 @@ impl AsyncRead for RecvStream {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if this.stopped {
+            return Poll::Ready(Err(StreamError::ClosedStream.into()));
+        }
         let before = buf.filled().len();
         match this.inner.poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {

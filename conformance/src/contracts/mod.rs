@@ -55,6 +55,8 @@ pub static CONTRACTS: &[Contract] = &[
         "reset(code) reaches the peer's reader as that code"),
     contract!(streams::stop_code_reaches_peer, 30,
         "stop(code) reaches the peer's writer as that code"),
+    contract!(streams::reads_after_stop_fail, 30,
+        "after stop(), every read fails with ClosedStream: a stopped stream never looks ended cleanly"),
     contract!(lifecycle::close_code_and_reason, 30,
         "close(code, reason) reaches the peer; closed() resolves on both sides"),
     contract!(lifecycle::server_endpoint_dials, 30,

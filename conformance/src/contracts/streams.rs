@@ -233,6 +233,36 @@ pub async fn stop_code_reaches_peer(h: Harness) -> ContractResult {
     Err(Failure("writes kept succeeding after STOP_SENDING".into()))
 }
 
+/// After `stop()`, reads fail with `ClosedStream` (never a clean end, never more data),
+/// whatever was still in flight or buffered.
+pub async fn reads_after_stop_fail(h: Harness) -> ContractResult {
+    let p = h.connect().await?;
+    let mut send = p.client.open_uni().await?;
+    send.write_all(&payload(7, 256 * 1024)).await?;
+    send.finish().await?;
+    let mut recv = p.server.accept_uni().await?;
+    let first = recv.read_chunk(1024).await?;
+    ensure!(first.is_some(), "no data before the stop");
+    recv.stop(7)?;
+    let mut buf = [0u8; 1024];
+    match recv.read(&mut buf).await {
+        Err(StreamError::ClosedStream) => {}
+        other => return Err(Failure(format!("read after stop returned {other:?}"))),
+    }
+    match recv.read_chunk(usize::MAX).await {
+        Err(StreamError::ClosedStream) => {}
+        other => return Err(Failure(format!("read_chunk after stop returned {other:?}"))),
+    }
+    let mut sink = Vec::new();
+    let r = tokio::io::AsyncReadExt::read_to_end(&mut recv, &mut sink).await;
+    ensure!(
+        r.is_err() && sink.is_empty(),
+        "AsyncRead after stop returned {r:?} with {} bytes",
+        sink.len()
+    );
+    Ok(Outcome::Passed)
+}
+
 /// Request/response on a new stream per request, many at once, with a stream limit far
 /// below the number of requests: the pattern of an RPC client. The server answers before
 /// it has read the request's end (as the benchmark's server does), so streams end in
