@@ -12,6 +12,7 @@ use stoq_core::{
 };
 
 use crate::errors::{connection_error, datagram_error, LocalClose};
+use crate::session;
 use crate::stream::{QuinnRecv, QuinnSend};
 
 /// One quinn connection.
@@ -170,26 +171,15 @@ impl Connection for QuinnConnection {
     }
 
     fn side(&self) -> Side {
-        match self.inner.side() {
-            quinn::Side::Client => Side::Client,
-            quinn::Side::Server => Side::Server,
-        }
+        session::side(self.inner.side())
     }
 
     fn alpn(&self) -> Option<Vec<u8>> {
-        self.inner
-            .handshake_data()?
-            .downcast::<quinn::crypto::rustls::HandshakeData>()
-            .ok()?
-            .protocol
+        session::alpn(self.inner.handshake_data())
     }
 
     fn peer_identity(&self) -> Option<Vec<CertificateDer<'static>>> {
-        self.inner
-            .peer_identity()?
-            .downcast::<Vec<CertificateDer<'static>>>()
-            .ok()
-            .map(|b| *b)
+        session::peer_certificates(self.inner.peer_identity())
     }
 
     fn export_keying_material(
@@ -200,7 +190,7 @@ impl Connection for QuinnConnection {
     ) -> Result<(), Error> {
         self.inner
             .export_keying_material(out, label, context)
-            .map_err(|_| Error::Tls("keying material export failed (output too long?)".into()))
+            .map_err(session::export_failed)
     }
 
     fn stable_id(&self) -> u64 {

@@ -36,6 +36,7 @@ mod connection;
 mod endpoint;
 pub mod errors;
 pub mod pacing;
+pub mod session;
 mod stream;
 
 use std::sync::Arc;

@@ -55,6 +55,7 @@ use stoq_core::{
 };
 use stoq_quinn::errors::{self as qerr, LocalClose};
 use stoq_quinn::pacing::ConnectionPacer;
+use stoq_quinn::session;
 use tokio::io::ReadBuf;
 use tokio::sync::Notify;
 use tokio::time::Sleep;
@@ -102,6 +103,7 @@ pub(crate) fn bind(spec: EndpointSpec, options: &UringOptions) -> Result<DirectT
             scratch: Vec::new(),
             responses: Vec::new(),
             next_id: 0,
+            ids: Vec::new(),
         }),
         io,
         accept: Notify::new(),
@@ -175,6 +177,9 @@ struct State {
     /// socket's lock).
     responses: Vec<(proto::Transmit, Vec<u8>)>,
     next_id: u64,
+    /// A turn's list of connections to visit (timers due, then the dirty ones), kept so
+    /// its allocation is reused from turn to turn.
+    ids: Vec<u64>,
 }
 
 impl State {
@@ -493,13 +498,14 @@ fn turn(shared: &Shared, cx: &mut Context<'_>, sleep: &mut Option<Pin<Box<Sleep>
     }
 
     // 2. Timers, pacing holds, handshake deadlines.
-    let due: Vec<u64> = st
-        .conns
-        .iter()
-        .filter(|(_, c)| c.next_wake().is_some_and(|t| t <= now))
-        .map(|(id, _)| *id)
-        .collect();
-    for id in due {
+    let mut ids = std::mem::take(&mut st.ids);
+    ids.extend(
+        st.conns
+            .iter()
+            .filter(|(_, c)| c.next_wake().is_some_and(|t| t <= now))
+            .map(|(id, _)| *id),
+    );
+    for id in ids.drain(..) {
         let c = st.conns.get_mut(&id).expect("listed above");
         if c.timer.is_some_and(|t| t <= now) {
             c.timer = None;
@@ -525,14 +531,17 @@ fn turn(shared: &Shared, cx: &mut Context<'_>, sleep: &mut Option<Pin<Box<Sleep>
 
     // 3. Dirty connections.
     let mut wants_buffer = false;
-    let dirty = std::mem::take(&mut st.dirty);
-    for id in dirty {
+    // The dirty list is swapped out (connections that stay dirty go onto the emptied one
+    // for the next turn).
+    std::mem::swap(&mut ids, &mut st.dirty);
+    for id in ids.drain(..) {
         let more = drive_conn(shared, &mut st, id, now);
         again |= more;
         if st.conns.get(&id).is_some_and(|c| c.wants_buffer) {
             wants_buffer = true;
         }
     }
+    st.ids = ids;
 
     // quinn-proto forgot drained connections (and may reuse their handles); forget those
     // nobody holds.
@@ -1249,32 +1258,15 @@ impl Connection for DirectConnection {
     }
 
     fn side(&self) -> Side {
-        match self.r.peek(|c| c.conn.side()) {
-            proto::Side::Client => Side::Client,
-            proto::Side::Server => Side::Server,
-        }
+        session::side(self.r.peek(|c| c.conn.side()))
     }
 
     fn alpn(&self) -> Option<Vec<u8>> {
-        self.r.peek(|c| {
-            c.conn
-                .crypto_session()
-                .handshake_data()?
-                .downcast::<quinn::crypto::rustls::HandshakeData>()
-                .ok()?
-                .protocol
-        })
+        session::alpn(self.r.peek(|c| c.conn.crypto_session().handshake_data()))
     }
 
     fn peer_identity(&self) -> Option<Vec<CertificateDer<'static>>> {
-        self.r.peek(|c| {
-            c.conn
-                .crypto_session()
-                .peer_identity()?
-                .downcast::<Vec<CertificateDer<'static>>>()
-                .ok()
-                .map(|b| *b)
-        })
+        session::peer_certificates(self.r.peek(|c| c.conn.crypto_session().peer_identity()))
     }
 
     fn export_keying_material(
@@ -1289,7 +1281,7 @@ impl Connection for DirectConnection {
                     .crypto_session()
                     .export_keying_material(out, label, context)
             })
-            .map_err(|_| Error::Tls("keying material export failed (output too long?)".into()))
+            .map_err(session::export_failed)
     }
 
     fn stable_id(&self) -> u64 {
