@@ -282,6 +282,15 @@ impl ConnectionPacer {
             .map(Instant::into_std)
     }
 
+    /// The most bytes one transmit may carry for the rate to hold: what the pacer can
+    /// hold for at most [`MAX_HOLD`] at the current rate (debt beyond that is forgiven).
+    /// `None` while the controller gives no rate. An engine that batches more datagrams
+    /// into one transmit than this would send faster than the rate.
+    pub fn max_transmit_bytes(&self) -> Option<usize> {
+        let rate = self.0.rate()?;
+        Some((rate as f64 * MAX_HOLD.as_secs_f64()) as usize)
+    }
+
     /// Charges a transmit of `bytes` that was sent.
     pub fn charge(&self, bytes: usize) {
         self.0.charge(bytes);

@@ -12,15 +12,21 @@
 //! [`proto::Endpoint`] and every [`proto::Connection`] with the wakers of the tasks that
 //! wait on it) is one [`State`] under one mutex, shared by the driver and the application's
 //! handles. A handle's call (a stream write, a close) changes quinn-proto's state under the
-//! lock, marks the connection dirty and wakes the driver. Each turn of the driver:
+//! lock, marks the connection dirty and wakes the driver (only if it is not running:
+//! [`DriverWake`]). A stream write that finds the lock busy, or data quinn-proto cannot
+//! take yet, goes to the connection's write-behind buffer ([`Outbox`]) instead, which the
+//! driver empties into quinn-proto. Each turn of the driver:
 //! 1. takes every completed receive from the ring and routes it through quinn-proto (the
 //!    endpoint, then the connection);
 //! 2. runs the timers that expired;
 //! 3. for each dirty connection, forwards its endpoint events, wakes the tasks its events
-//!    concern, and asks it for transmits into send buffers until it has none (or its turn's
-//!    budget is spent, or its STOQ controller's pacing rate holds it);
+//!    concern, moves its outbox into quinn-proto, and asks it for transmits into send
+//!    buffers until it has none (or its turn's budget is spent, or its STOQ controller's
+//!    pacing rate holds it); with GSO a transmit carries up to 64 KiB;
 //! 4. submits every send of the turn with one `io_uring_enter`;
-//! 5. sleeps until the next receive, the earliest timer, or a handle's call.
+//! 5. takes another turn at once if work is left or a deadline is nearer than a timer can
+//!    wait ([`SHORT_WAIT`], quinn-proto's pacer), up to [`TURNS_PER_POLL`]; otherwise
+//!    sleeps until the next receive, the earliest timer, or a handle's call.
 //!
 //! Compared with quinn's glue (a task per connection plus an endpoint task, linked by
 //! channels) this makes one task and no channel per endpoint; the price is that all
@@ -36,13 +42,14 @@ use std::fmt;
 use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
+use futures_util::task::AtomicWaker;
 use quinn_proto::{
     self as proto, ConnectionHandle, DatagramEvent, Dir, EcnCodepoint, Event, StreamEvent,
     StreamId, VarInt,
@@ -77,6 +84,18 @@ const RECV_BUDGET: usize = 64;
 const RECV_RETRY: Duration = Duration::from_millis(10);
 /// Transmits (GSO batches) one connection may build per turn before the others' turn.
 const TRANSMIT_BUDGET: usize = 64;
+/// Turns the driver takes in one poll when work is left at the end of a turn (a budget
+/// was spent, a timer is already due) before it yields to the worker's other tasks. A
+/// task that wakes itself is queued behind them and, on a multi-threaded runtime, makes
+/// tokio wake a parked worker to steal it (an eventfd write and that worker's
+/// `epoll_wait`): 1.1k of the client's system calls per GiB when each such turn yielded
+/// (`benches/syscalls.sh`, one connection).
+const TURNS_PER_POLL: usize = 4;
+/// A deadline at most this far ahead is waited for by another turn of the driver rather
+/// than by a timer (see `turn`): 940 pacing delays per GiB on a 1 GiB upload were this
+/// short, and each cost a tokio timer that fired after up to a millisecond plus a wake-up
+/// of the runtime's parked I/O driver when the next timer was registered.
+const SHORT_WAIT: Duration = Duration::from_micros(100);
 /// Application close code for incoming connections refused because `accept` is behind.
 const ACCEPT_QUEUE_FULL: u32 = 0x5354_0001;
 
@@ -90,6 +109,7 @@ pub(crate) fn bind(spec: EndpointSpec, options: &UringOptions) -> Result<DirectT
         !io.fragments(),
         None,
     );
+    let wake = Arc::new(DriverWake::default());
     let shared = Arc::new(Shared {
         state: Mutex::new(State {
             ep: endpoint,
@@ -97,7 +117,7 @@ pub(crate) fn bind(spec: EndpointSpec, options: &UringOptions) -> Result<DirectT
             by_handle: HashMap::new(),
             dirty: Vec::new(),
             accept_queue: VecDeque::new(),
-            driver: None,
+            wake: wake.clone(),
             transport_alive: true,
             closing: false,
             scratch: Vec::new(),
@@ -109,8 +129,11 @@ pub(crate) fn bind(spec: EndpointSpec, options: &UringOptions) -> Result<DirectT
         accept: Notify::new(),
         idle: Notify::new(),
         counters: Counters::default(),
+        pending: Mutex::new(Vec::new()),
+        wake,
         datagrams: spec.config.datagrams.enabled,
         handshake_timeout: spec.config.connect_timeout,
+        send_window: spec.config.send_window,
         server: spec.role == EndpointRole::Server,
     });
     // The guard exists before the task first runs: a runtime that shuts down before
@@ -146,6 +169,13 @@ struct Shared {
     datagrams: bool,
     handshake_timeout: Duration,
     server: bool,
+    /// `TransportConfig::send_window`, which sizes each connection's [`Outbox`].
+    send_window: u64,
+    /// Connections whose [`Outbox`] got data while the state lock was busy (each once:
+    /// [`OutboxInner::listed`]); the driver takes them at its next turn.
+    pending: Mutex<Vec<u64>>,
+    /// Wakes the driver; also in [`State::wake`] for handles that hold the state lock.
+    wake: Arc<DriverWake>,
 }
 
 impl Shared {
@@ -164,8 +194,8 @@ struct State {
     /// Connections with work for the driver (each once: [`Conn::dirty`]).
     dirty: Vec<u64>,
     accept_queue: VecDeque<u64>,
-    /// The driver's waker, for handles that gave it work.
-    driver: Option<Waker>,
+    /// Wakes the driver, for handles that gave it work.
+    wake: Arc<DriverWake>,
     /// The transport handle is alive; when it is gone and no connection is left, the
     /// driver ends.
     transport_alive: bool,
@@ -183,16 +213,48 @@ struct State {
 }
 
 impl State {
-    /// Queues connection `id` for the driver and wakes it.
+    /// Queues connection `id` for the driver and wakes it (a handle gave it work).
     fn mark(&mut self, id: u64) {
+        self.queue(id);
+        self.wake.kick();
+    }
+
+    /// Queues connection `id` for the driver's next visit (the driver's own call).
+    fn queue(&mut self, id: u64) {
         if let Some(c) = self.conns.get_mut(&id) {
             if !c.dirty {
                 c.dirty = true;
                 self.dirty.push(id);
             }
         }
-        if let Some(w) = &self.driver {
-            w.wake_by_ref();
+    }
+}
+
+/// How handles wake the driver task.
+///
+/// A task woken while it runs is queued again behind the worker's other tasks when its
+/// poll returns, and on a multi-threaded runtime tokio then wakes a parked worker to steal
+/// it (an eventfd write or futex wake, and that worker's next park): a writer that marks
+/// its connection during every turn of the driver cost that once per turn. So a handle
+/// only wakes the driver while it is not running; while it runs, the handle sets `work`,
+/// which the driver reads after it clears `running` and before it returns (both sides
+/// store, then load, sequentially consistent: at least one sees the other).
+#[derive(Default)]
+struct DriverWake {
+    waker: AtomicWaker,
+    /// The driver task is being polled.
+    running: AtomicBool,
+    /// A handle gave the driver work since its current turn began.
+    work: AtomicBool,
+}
+
+impl DriverWake {
+    /// Hands the driver the work queued just before (in [`State::dirty`] or
+    /// [`Shared::pending`]).
+    fn kick(&self) {
+        self.work.store(true, SeqCst);
+        if !self.running.load(SeqCst) {
+            self.waker.wake();
         }
     }
 }
@@ -211,12 +273,247 @@ struct ConnNotify {
     closed: Notify,
 }
 
+/// Stream data the application wrote that is not in quinn-proto yet: the connection's
+/// write-behind buffer, which the driver empties into quinn-proto.
+///
+/// Two costs of writing straight into quinn-proto under the state lock, measured on a
+/// 1 GiB upload (`benches/syscalls.sh`, `perf record -e syscalls:sys_enter_futex
+/// --call-graph dwarf`), are avoided here:
+/// * The driver holds the lock for a whole turn, while quinn-proto builds and encrypts
+///   the turn's transmits; a writer on another thread that waited for it slept on a
+///   futex and was woken by the driver's unlock (3.6k of the client's calls per GiB). A
+///   writer that finds the lock busy queues its data here and returns at once.
+/// * A sender faster than the path keeps quinn-proto's send buffer full; quinn-proto
+///   reports a stream writable as soon as any room frees, so the writer was woken (and
+///   parked again) about once per turn. Data quinn-proto refuses is queued here instead,
+///   and a writer whose stream has queued data waits only once its queue is at the
+///   outbox's limit, until the driver has moved half of it into quinn-proto.
+///
+/// Each stream's bytes keep their order: a write that gets the lock moves its stream's
+/// queued data first and queues behind it if quinn-proto does not take it all. A stream
+/// with nothing queued never waits for the outbox: when it is full (another stream held
+/// back by its flow control may fill it) its writer goes to quinn-proto under the lock as
+/// before. A write's errors (the peer's STOP_SENDING, a reset or finish of this side, the
+/// connection's end) are recorded here by whoever learns them under the state lock, so a
+/// queued write fails as a direct one would; data queued on a stream that is stopped or
+/// reset is discarded, as quinn-proto discards its unsent data.
+struct Outbox {
+    inner: Mutex<OutboxInner>,
+    /// [`OutboxInner::bytes`], readable without the lock (the driver's check per turn).
+    bytes: AtomicUsize,
+    /// The most bytes queued at once over the connection's streams: an eighth of its
+    /// send window (`TransportConfig::send_window`), 4 MiB by default.
+    limit: usize,
+}
+
+#[derive(Default)]
+struct OutboxInner {
+    /// Queued data per stream, in write order.
+    streams: HashMap<StreamId, Queued>,
+    /// Bytes queued over all streams.
+    bytes: usize,
+    /// What a write on the stream returns instead of queueing (kept until its send half
+    /// is dropped).
+    refused: HashMap<StreamId, StreamError>,
+    /// Why the connection ended, once it did: every write fails with it.
+    ended: Option<ConnectionError>,
+    /// In [`Shared::pending`].
+    listed: bool,
+}
+
+/// One stream's queued data.
+#[derive(Default)]
+struct Queued {
+    chunks: VecDeque<Bytes>,
+    bytes: usize,
+    /// Finish the stream once the chunks are in quinn-proto.
+    fin: bool,
+    /// The stream's writer, waiting for its queue to shrink to half the limit.
+    waiter: Option<Waker>,
+}
+
+/// What [`Outbox::queue`] did.
+enum Queueing {
+    /// This many bytes were queued.
+    Queued(usize),
+    /// The outbox is full and the stream has nothing queued: write under the lock.
+    Full,
+    /// The outbox is full and the stream's queue is long: its writer is registered.
+    Wait,
+    /// Writes on the stream fail with this.
+    Refused(StreamError),
+}
+
+impl Outbox {
+    fn new(send_window: u64) -> Outbox {
+        Outbox {
+            inner: Mutex::default(),
+            bytes: AtomicUsize::new(0),
+            limit: usize::try_from(send_window / 8)
+                .unwrap_or(usize::MAX)
+                .clamp(64 * 1024, 4 << 20),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, OutboxInner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Queues data for stream `id`: `take(room)` gives at most `room` bytes. See
+    /// [`Queueing`]; with `Wait`, `cx` is woken when the queue has shrunk.
+    fn queue(&self, cx: &Context<'_>, id: StreamId, take: impl FnOnce(usize) -> Bytes) -> Queueing {
+        let mut o = self.lock();
+        if let Some(e) = &o.ended {
+            return Queueing::Refused(StreamError::ConnectionLost(e.clone()));
+        }
+        if let Some(e) = o.refused.get(&id) {
+            return Queueing::Refused(e.clone());
+        }
+        let room = self.limit.saturating_sub(o.bytes);
+        if room == 0 {
+            return match o.streams.get_mut(&id) {
+                Some(q) => {
+                    q.waiter = Some(cx.waker().clone());
+                    Queueing::Wait
+                }
+                None => Queueing::Full,
+            };
+        }
+        let chunk = take(room);
+        let n = chunk.len();
+        let q = o.streams.entry(id).or_default();
+        q.chunks.push_back(chunk);
+        q.bytes += n;
+        o.bytes += n;
+        self.bytes.store(o.bytes, Relaxed);
+        Queueing::Queued(n)
+    }
+
+    /// Refuses further writes on stream `id` with `e`, discarding what it queued.
+    fn refuse(&self, id: StreamId, e: StreamError) {
+        let mut o = self.lock();
+        if let Some(q) = o.streams.remove(&id) {
+            o.bytes -= q.bytes;
+            self.bytes.store(o.bytes, Relaxed);
+            if let Some(w) = q.waiter {
+                w.wake();
+            }
+        }
+        o.refused.insert(id, e);
+    }
+
+    /// The connection ended: every write fails with `e`, queued data is discarded.
+    fn end(&self, e: Option<ConnectionError>) {
+        let mut o = self.lock();
+        if o.ended.is_none() {
+            o.ended = e;
+        }
+        for (_, q) in o.streams.drain() {
+            if let Some(w) = q.waiter {
+                w.wake();
+            }
+        }
+        o.bytes = 0;
+        self.bytes.store(0, Relaxed);
+    }
+
+    /// Whether stream `id` has data queued.
+    fn holds(&self, id: StreamId) -> bool {
+        self.bytes.load(Relaxed) > 0 && self.lock().streams.contains_key(&id)
+    }
+}
+
+/// Moves queued data of `conn` into quinn-proto (only stream `only`'s if given), as much
+/// as it takes, finishing streams whose data is all in, and wakes writers whose queue
+/// shrank to half the limit. True if anything moved. A stream it leaves data on is
+/// blocked in quinn-proto, which reports it writable later. Called under the state lock.
+///
+/// The queues are taken out of the outbox while quinn-proto takes their data, so a
+/// writer on another thread appends meanwhile without waiting for the outbox's lock; what
+/// it appends goes back behind what is left.
+fn drain_outbox(
+    conn: &mut proto::Connection,
+    outbox: &Outbox,
+    local_close: &LocalClose,
+    only: Option<StreamId>,
+) -> bool {
+    if outbox.bytes.load(Relaxed) == 0 {
+        return false;
+    }
+    let mut taken: Vec<(StreamId, Queued)> = {
+        let mut o = outbox.lock();
+        match only {
+            Some(id) => o.streams.remove(&id).map(|q| (id, q)).into_iter().collect(),
+            None => o.streams.drain().collect(),
+        }
+    };
+    let mut moved = 0;
+    let mut failed: Vec<(StreamId, StreamError)> = Vec::new();
+    for (id, q) in &mut taken {
+        let mut stream = conn.send_stream(*id);
+        while let Some(front) = q.chunks.front_mut() {
+            let len = front.len();
+            // quinn-proto takes the `Bytes` without copying (and advances it). After a
+            // partial write the next call reports `Blocked`, which registers the stream
+            // for quinn-proto's `Writable` event.
+            match stream.write_chunks(std::slice::from_mut(front)) {
+                Ok(_) => {
+                    q.bytes -= len - front.len();
+                    moved += len - front.len();
+                    if front.is_empty() {
+                        q.chunks.pop_front();
+                    }
+                }
+                Err(proto::WriteError::Blocked) => break,
+                Err(e) => {
+                    failed.push((*id, write_error_with(e, local_close)));
+                    break;
+                }
+            }
+        }
+        if q.fin && q.chunks.is_empty() {
+            // Stopped: harmless, as in `poll_finish`; closed: reset meanwhile. (No write
+            // can be queued after the finish: `poll_finish` refused them.)
+            let _ = stream.finish();
+        }
+    }
+    let mut o = outbox.lock();
+    o.bytes -= moved;
+    for (id, mut q) in taken {
+        if let Some(newer) = o.streams.remove(&id) {
+            q.chunks.extend(newer.chunks);
+            q.bytes += newer.bytes;
+            q.waiter = newer.waiter.or(q.waiter);
+        }
+        if let Some(at) = failed.iter().position(|(f, _)| *f == id) {
+            let (_, e) = failed.swap_remove(at);
+            o.bytes -= q.bytes;
+            o.refused.insert(id, e);
+            if let Some(w) = q.waiter.take() {
+                w.wake();
+            }
+            continue;
+        }
+        if q.bytes <= outbox.limit / 2 {
+            if let Some(w) = q.waiter.take() {
+                w.wake();
+            }
+        }
+        if !q.chunks.is_empty() {
+            o.streams.insert(id, q);
+        }
+    }
+    outbox.bytes.store(o.bytes, Relaxed);
+    moved > 0
+}
+
 /// One connection and the tasks waiting on it.
 struct Conn {
     conn: proto::Connection,
     /// quinn-proto's handle (valid while not drained).
     ch: ConnectionHandle,
     notify: Arc<ConnNotify>,
+    outbox: Arc<Outbox>,
     local_close: Arc<LocalClose>,
     readers: HashMap<StreamId, Waker>,
     writers: HashMap<StreamId, Waker>,
@@ -248,11 +545,13 @@ impl Conn {
         id: u64,
         incoming: bool,
         deadline: Option<Instant>,
+        send_window: u64,
     ) -> Conn {
         Conn {
             conn,
             ch,
             notify: Arc::default(),
+            outbox: Arc::new(Outbox::new(send_window)),
             local_close: Arc::default(),
             readers: HashMap::new(),
             writers: HashMap::new(),
@@ -284,6 +583,7 @@ impl Conn {
         if self.error.is_none() {
             self.error = Some(reason);
         }
+        self.outbox.end(self.error());
         for (_, w) in self.readers.drain() {
             w.wake();
         }
@@ -344,7 +644,30 @@ fn wake(map: &mut HashMap<StreamId, Waker>, id: StreamId) {
 async fn drive(mut guard: DriverGuard) {
     let mut sleep: Option<Pin<Box<Sleep>>> = None;
     let shared = guard.shared.clone();
-    poll_fn(|cx| turn(&shared, cx, &mut sleep)).await;
+    let wake = &shared.wake;
+    poll_fn(|cx| {
+        wake.waker.register(cx.waker());
+        wake.running.store(true, SeqCst);
+        for _ in 0..TURNS_PER_POLL {
+            wake.work.store(false, SeqCst);
+            match turn(&shared, cx, &mut sleep) {
+                Turn::Done => return Poll::Ready(()),
+                Turn::Again => {}
+                Turn::Wait => {
+                    wake.running.store(false, SeqCst);
+                    if !wake.work.load(SeqCst) {
+                        return Poll::Pending;
+                    }
+                    wake.running.store(true, SeqCst);
+                }
+            }
+        }
+        wake.running.store(false, SeqCst);
+        // Let the worker's other tasks run; this task runs again after them.
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    })
+    .await;
     guard.finished = true;
     debug!("uring direct engine driver ended");
 }
@@ -384,12 +707,36 @@ impl Drop for DriverGuard {
     }
 }
 
-/// One turn of the driver; `Ready` when the endpoint is done.
-fn turn(shared: &Shared, cx: &mut Context<'_>, sleep: &mut Option<Pin<Box<Sleep>>>) -> Poll<()> {
+/// What the driver does after a turn.
+enum Turn {
+    /// The endpoint is done: the driver ends.
+    Done,
+    /// Work is left (a budget was spent, a timer is already due): another turn now.
+    Again,
+    /// Everything is done until the next receive, timer or handle's call, each of which
+    /// wakes the task.
+    Wait,
+}
+
+/// One turn of the driver.
+fn turn(shared: &Shared, cx: &mut Context<'_>, sleep: &mut Option<Pin<Box<Sleep>>>) -> Turn {
     let io = &shared.io;
     let mut st = shared.lock();
-    if !st.driver.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-        st.driver = Some(cx.waker().clone());
+    // Connections whose writers queued data while the lock was busy.
+    let pending = std::mem::take(
+        &mut *shared
+            .pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner),
+    );
+    for id in pending {
+        if let Some(c) = st.conns.get_mut(&id) {
+            c.outbox.lock().listed = false;
+            if !c.dirty {
+                c.dirty = true;
+                st.dirty.push(id);
+            }
+        }
     }
     let now = Instant::now();
     let mut again = false;
@@ -442,7 +789,8 @@ fn turn(shared: &Shared, cx: &mut Context<'_>, sleep: &mut Option<Pin<Box<Sleep>
                                 // `None` (no deadline) for a timeout beyond what `Instant`
                                 // can represent.
                                 let deadline = now.checked_add(shared.handshake_timeout);
-                                let mut c = Conn::new(conn, ch, id, true, deadline);
+                                let mut c =
+                                    Conn::new(conn, ch, id, true, deadline, shared.send_window);
                                 c.dirty = true;
                                 conns.insert(id, c);
                                 by_handle.insert(ch, id);
@@ -526,7 +874,7 @@ fn turn(shared: &Shared, cx: &mut Context<'_>, sleep: &mut Option<Pin<Box<Sleep>
                 shared.counters.handshake_failures.fetch_add(1, Relaxed);
             }
         }
-        st.mark(id);
+        st.queue(id);
     }
 
     // 3. Dirty connections.
@@ -568,7 +916,7 @@ fn turn(shared: &Shared, cx: &mut Context<'_>, sleep: &mut Option<Pin<Box<Sleep>
     // tasks may meanwhile queue more data.
     io.submit();
     if done {
-        return Poll::Ready(());
+        return Turn::Done;
     }
 
     // 5. Sleep until the next receive (registered above), timer, or call.
@@ -576,8 +924,13 @@ fn turn(shared: &Shared, cx: &mut Context<'_>, sleep: &mut Option<Pin<Box<Sleep>
         again = true;
     }
     if again {
-        cx.waker().wake_by_ref();
-        return Poll::Pending;
+        return Turn::Again;
+    }
+    // A deadline closer than tokio's timer can wait (it rounds up to the next
+    // millisecond) is almost always quinn-proto's pacer asking for a few microseconds:
+    // the next turn, after this one's submission, finds it due.
+    if next.is_some_and(|at| at.saturating_duration_since(Instant::now()) < SHORT_WAIT) {
+        return Turn::Again;
     }
     if let Some(at) = next {
         let at = tokio::time::Instant::from_std(at);
@@ -589,10 +942,10 @@ fn turn(shared: &Shared, cx: &mut Context<'_>, sleep: &mut Option<Pin<Box<Sleep>
             *sleep = Some(Box::pin(tokio::time::sleep_until(at)));
         }
         if sleep.as_mut().expect("set").as_mut().poll(cx).is_ready() {
-            cx.waker().wake_by_ref();
+            return Turn::Again;
         }
     }
-    Poll::Pending
+    Turn::Wait
 }
 
 fn proto_ecn(e: quinn::udp::EcnCodepoint) -> EcnCodepoint {
@@ -657,6 +1010,11 @@ fn drive_conn(shared: &Shared, st: &mut State, id: u64, now: Instant) -> bool {
         if c.drained {
             break;
         }
+        if transmits == 0 {
+            // Once per visit: quinn-proto makes room in its send buffer only as ACKs
+            // arrive (handled before), not as it transmits.
+            drain_outbox(&mut c.conn, &c.outbox, &c.local_close, None);
+        }
         if transmits >= TRANSMIT_BUDGET {
             more = true;
             break;
@@ -669,7 +1027,17 @@ fn drive_conn(shared: &Shared, st: &mut State, id: u64, now: Instant) -> bool {
             c.wants_buffer = true;
             break;
         };
-        match c.conn.poll_transmit(now, max_segments, &mut buf) {
+        // A STOQ pacer charges a transmit whole and holds the next one at most
+        // `MAX_HOLD`: a transmit it could not hold for long enough would beat its rate.
+        let segments = match c
+            .pacer
+            .as_ref()
+            .and_then(ConnectionPacer::max_transmit_bytes)
+        {
+            Some(bytes) => (bytes / usize::from(c.conn.current_mtu())).clamp(1, max_segments),
+            None => max_segments,
+        };
+        match c.conn.poll_transmit(now, segments, &mut buf) {
             Some(t) => {
                 transmits += 1;
                 if let Some(p) = &c.pacer {
@@ -761,7 +1129,9 @@ fn forward_events(
             Event::Stream(StreamEvent::Readable { id }) => wake(&mut c.readers, id),
             Event::Stream(StreamEvent::Writable { id }) => wake(&mut c.writers, id),
             Event::Stream(StreamEvent::Finished { id }) => wake(&mut c.stopped, id),
-            Event::Stream(StreamEvent::Stopped { id, .. }) => {
+            Event::Stream(StreamEvent::Stopped { id, error_code }) => {
+                c.outbox
+                    .refuse(id, StreamError::Stopped(error_code.into_inner()));
                 wake(&mut c.stopped, id);
                 wake(&mut c.writers, id);
             }
@@ -777,6 +1147,7 @@ struct ConnRef {
     shared: Arc<Shared>,
     id: u64,
     notify: Arc<ConnNotify>,
+    outbox: Arc<Outbox>,
 }
 
 impl ConnRef {
@@ -788,6 +1159,7 @@ impl ConnRef {
             shared: shared.clone(),
             id,
             notify: c.notify.clone(),
+            outbox: c.outbox.clone(),
         }
     }
 
@@ -817,6 +1189,39 @@ impl ConnRef {
             st.mark(self.id);
         }
         r
+    }
+
+    /// [`ConnRef::access`] if the lock is free now; `None` if another thread holds it.
+    fn try_access<R>(&self, f: impl FnOnce(&mut Conn, &mut bool) -> R) -> Option<R> {
+        let mut st = match self.shared.state.try_lock() {
+            Ok(st) => st,
+            Err(TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(TryLockError::WouldBlock) => return None,
+        };
+        let c = st
+            .conns
+            .get_mut(&self.id)
+            .expect("a referenced connection is kept");
+        let mut send = false;
+        let r = f(c, &mut send);
+        if send {
+            st.mark(self.id);
+        }
+        Some(r)
+    }
+
+    /// Hands the driver data queued in the connection's [`Outbox`] while the lock was
+    /// busy.
+    fn queued(&self) {
+        let list = !std::mem::replace(&mut self.outbox.lock().listed, true);
+        if list {
+            self.shared
+                .pending
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(self.id);
+        }
+        self.shared.wake.kick();
     }
 
     /// Runs `f` on the connection under the lock without waking the driver (reads).
@@ -878,9 +1283,7 @@ impl Drop for DirectTransport {
             }
             st.mark(id);
         }
-        if let Some(w) = &st.driver {
-            w.wake_by_ref();
-        }
+        st.wake.kick();
     }
 }
 
@@ -914,7 +1317,10 @@ impl Transport for DirectTransport {
             };
             st.next_id += 1;
             let id = st.next_id;
-            st.conns.insert(id, Conn::new(conn, ch, id, false, None));
+            st.conns.insert(
+                id,
+                Conn::new(conn, ch, id, false, None, self.shared.send_window),
+            );
             st.by_handle.insert(ch, id);
             let r = ConnRef::new(&self.shared, &mut st, id);
             st.mark(id);
@@ -979,6 +1385,7 @@ impl Transport for DirectTransport {
                         shared: self.shared.clone(),
                         id,
                         notify: c.notify.clone(),
+                        outbox: c.outbox.clone(),
                     };
                     return Ok(Arc::new(DirectConnection::new(
                         r,
@@ -1318,6 +1725,7 @@ impl Drop for DirectSend {
         };
         c.writers.remove(&id);
         c.stopped.remove(&id);
+        c.outbox.lock().refused.remove(&id);
         let mut stream = c.conn.send_stream(id);
         let reset = match stream.stopped() {
             Ok(Some(code)) => stream.reset(code).is_ok(),
@@ -1329,13 +1737,26 @@ impl Drop for DirectSend {
     }
 }
 
+/// Moves what stream `id` queued in the outbox while the lock was busy into quinn-proto
+/// (a write must not overtake it); false if some is still queued (quinn-proto is blocked).
+fn write_queued(c: &mut Conn, id: StreamId, send: &mut bool) -> bool {
+    if drain_outbox(&mut c.conn, &c.outbox, &c.local_close, Some(id)) {
+        *send = true;
+    }
+    !c.outbox.holds(id)
+}
+
 fn write_error(e: proto::WriteError, c: &Conn) -> StreamError {
+    write_error_with(e, &c.local_close)
+}
+
+fn write_error_with(e: proto::WriteError, local_close: &LocalClose) -> StreamError {
     let q = match e {
         proto::WriteError::Stopped(code) => quinn::WriteError::Stopped(code),
         proto::WriteError::ClosedStream => quinn::WriteError::ClosedStream,
         proto::WriteError::Blocked => unreachable!("blocked writes wait"),
     };
-    qerr::write_error(q, &c.local_close)
+    qerr::write_error(q, local_close)
 }
 
 impl SendStreamBackend for DirectSend {
@@ -1344,23 +1765,48 @@ impl SendStreamBackend for DirectSend {
     }
 
     fn poll_write(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<Result<usize, StreamError>> {
+        if buf.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
         let id = self.id;
-        self.r.access(|c, send| {
+        let copy = |room: usize| Bytes::copy_from_slice(&buf[..buf.len().min(room)]);
+        let write = |c: &mut Conn, send: &mut bool| {
             if let Some(e) = c.error() {
                 return Poll::Ready(Err(StreamError::ConnectionLost(e)));
             }
-            match c.conn.send_stream(id).write(buf) {
-                Ok(n) => {
-                    *send = true;
-                    Poll::Ready(Ok(n))
+            if write_queued(c, id, send) {
+                match c.conn.send_stream(id).write(buf) {
+                    Ok(n) => {
+                        *send = true;
+                        return Poll::Ready(Ok(n));
+                    }
+                    Err(proto::WriteError::Blocked) => {}
+                    Err(e) => return Poll::Ready(Err(write_error(e, c))),
                 }
-                Err(proto::WriteError::Blocked) => {
+            }
+            // Behind queued data, or quinn-proto is full: queue it.
+            match c.outbox.queue(cx, id, copy) {
+                Queueing::Queued(n) => Poll::Ready(Ok(n)),
+                Queueing::Refused(e) => Poll::Ready(Err(e)),
+                Queueing::Wait => Poll::Pending,
+                Queueing::Full => {
                     c.writers.insert(id, cx.waker().clone());
                     Poll::Pending
                 }
-                Err(e) => Poll::Ready(Err(write_error(e, c))),
             }
-        })
+        };
+        if let Some(r) = self.r.try_access(write) {
+            return r;
+        }
+        match self.r.outbox.queue(cx, id, copy) {
+            Queueing::Queued(n) => {
+                self.r.queued();
+                Poll::Ready(Ok(n))
+            }
+            Queueing::Refused(e) => Poll::Ready(Err(e)),
+            Queueing::Wait => Poll::Pending,
+            Queueing::Full => self.r.access(write),
+        }
     }
 
     fn poll_write_chunk(
@@ -1369,27 +1815,62 @@ impl SendStreamBackend for DirectSend {
         chunk: &mut Bytes,
     ) -> Poll<Result<(), StreamError>> {
         let id = self.id;
-        self.r.access(|c, send| {
+        // Queues what quinn-proto did not take; `None` if the outbox was full and the
+        // stream has nothing queued (the caller writes under the lock).
+        let queue = |outbox: &Outbox, chunk: &mut Bytes| loop {
+            let take = |room: usize| {
+                if chunk.len() <= room {
+                    std::mem::take(chunk)
+                } else {
+                    chunk.split_to(room)
+                }
+            };
+            match outbox.queue(cx, id, take) {
+                Queueing::Queued(_) if chunk.is_empty() => return Some(Poll::Ready(Ok(()))),
+                Queueing::Queued(_) => {}
+                Queueing::Refused(e) => return Some(Poll::Ready(Err(e))),
+                Queueing::Wait => return Some(Poll::Pending),
+                Queueing::Full => return None,
+            }
+        };
+        let write = |c: &mut Conn, send: &mut bool, chunk: &mut Bytes| {
             if let Some(e) = c.error() {
                 return Poll::Ready(Err(StreamError::ConnectionLost(e)));
             }
-            while !chunk.is_empty() {
-                // quinn-proto takes the `Bytes` without copying (and advances it).
-                match c
-                    .conn
-                    .send_stream(id)
-                    .write_chunks(std::slice::from_mut(chunk))
-                {
-                    Ok(_) => *send = true,
-                    Err(proto::WriteError::Blocked) => {
-                        c.writers.insert(id, cx.waker().clone());
-                        return Poll::Pending;
+            if write_queued(c, id, send) {
+                while !chunk.is_empty() {
+                    // quinn-proto takes the `Bytes` without copying (and advances it).
+                    match c
+                        .conn
+                        .send_stream(id)
+                        .write_chunks(std::slice::from_mut(chunk))
+                    {
+                        Ok(_) => *send = true,
+                        Err(proto::WriteError::Blocked) => break,
+                        Err(e) => return Poll::Ready(Err(write_error(e, c))),
                     }
-                    Err(e) => return Poll::Ready(Err(write_error(e, c))),
+                }
+                if chunk.is_empty() {
+                    return Poll::Ready(Ok(()));
                 }
             }
-            Poll::Ready(Ok(()))
-        })
+            queue(&c.outbox, chunk).unwrap_or_else(|| {
+                c.writers.insert(id, cx.waker().clone());
+                Poll::Pending
+            })
+        };
+        if let Some(r) = self.r.try_access(|c, send| write(c, send, chunk)) {
+            return r;
+        }
+        let before = chunk.len();
+        let r = queue(&self.r.outbox, chunk);
+        if chunk.len() < before {
+            self.r.queued();
+        }
+        match r {
+            Some(r) => r,
+            None => self.r.access(|c, send| write(c, send, chunk)),
+        }
     }
 
     fn poll_finish(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), StreamError>> {
@@ -1398,8 +1879,25 @@ impl SendStreamBackend for DirectSend {
             if let Some(e) = c.error() {
                 return Err(StreamError::ConnectionLost(e));
             }
+            drain_outbox(&mut c.conn, &c.outbox, &c.local_close, Some(id));
+            let mut o = c.outbox.lock();
+            if let Some(q) = o.streams.get_mut(&id) {
+                // Data queued while the lock was busy is still blocked in quinn-proto:
+                // the driver finishes the stream once it is in.
+                q.fin = true;
+                o.refused.insert(id, StreamError::ClosedStream);
+                return Ok(());
+            }
+            drop(o);
             match c.conn.send_stream(id).finish() {
-                Ok(()) => Ok(()),
+                Ok(()) => {
+                    // A queued write after this fails as quinn-proto's would.
+                    c.outbox
+                        .lock()
+                        .refused
+                        .insert(id, StreamError::ClosedStream);
+                    Ok(())
+                }
                 // As quinn's glue: harmless (`stopped` tells the application); the
                 // stream's drop answers the stop with a reset that echoes its code.
                 Err(proto::FinishError::Stopped(_)) => Ok(()),
@@ -1412,6 +1910,8 @@ impl SendStreamBackend for DirectSend {
         let code = VarInt::from_u64(code).map_err(|_| StreamError::ClosedStream)?;
         let id = self.id;
         self.r.with(|c| {
+            // Queued data goes with the reset, as unsent data in quinn-proto does.
+            c.outbox.refuse(id, StreamError::ClosedStream);
             c.conn
                 .send_stream(id)
                 .reset(code)
@@ -1581,5 +2081,173 @@ impl RecvStreamBackend for DirectRecv {
                 .stop(code)
                 .map_err(|_| StreamError::ClosedStream)
         })
+    }
+}
+
+#[cfg(test)]
+// The tests hold the state lock across writes on purpose (it stands in for the driver's
+// turn). Each such write is queued and returns at once; one that took the lock instead
+// would block the test forever, so the data written under it stays below the outbox's
+// limit.
+#[allow(clippy::await_holding_lock)]
+mod tests {
+    //! The outbox paths, forced by holding the client endpoint's state lock while the
+    //! application writes (as the driver does for a whole turn).
+
+    use super::*;
+    use stoq_core::TransportConfig;
+
+    fn pair(server_config: TransportConfig) -> (DirectTransport, DirectTransport) {
+        let tls = stoq_crypto::ephemeral_material(&["localhost"]).unwrap();
+        let options = UringOptions::default();
+        let server = bind(
+            EndpointSpec::server("[::1]:0".parse().unwrap(), server_config, tls.clone()),
+            &options,
+        )
+        .unwrap();
+        let client = bind(
+            EndpointSpec::client(
+                server.local_addr().unwrap(),
+                TransportConfig::default(),
+                tls,
+            ),
+            &options,
+        )
+        .unwrap();
+        (server, client)
+    }
+
+    /// The outbox of the client's only connection.
+    fn outbox(client: &DirectTransport) -> Arc<Outbox> {
+        let st = client.shared.lock();
+        assert_eq!(st.conns.len(), 1);
+        st.conns.values().next().unwrap().outbox.clone()
+    }
+
+    fn pattern(offset: usize, len: usize) -> Vec<u8> {
+        (offset..offset + len).map(|i| (i % 251) as u8).collect()
+    }
+
+    async fn read_all(recv: &mut RecvStream) -> Result<Vec<u8>, StreamError> {
+        let got = tokio::time::timeout(Duration::from_secs(20), recv.read_to_end(64 << 20))
+            .await
+            .expect("the stream ends");
+        got.map(|v| v.expect("within the limit"))
+    }
+
+    /// Writes made while the lock is busy are queued (not blocked) and reach the peer in
+    /// order with the writes before and after them, both the copying and the chunk path.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn writes_while_the_lock_is_busy_are_queued_and_arrive_in_order() {
+        let (server, client) = pair(TransportConfig::default());
+        let conn = client
+            .connect(server.local_addr().unwrap(), "localhost")
+            .await
+            .unwrap();
+        let outbox = outbox(&client);
+        let mut send = conn.open_uni().await.unwrap();
+        let data = pattern(0, 700_000);
+        send.write_all(&data[..100_000]).await.unwrap();
+        {
+            let _busy = client.shared.lock();
+            send.write_all(&data[100_000..300_000]).await.unwrap();
+            send.write_chunk(Bytes::copy_from_slice(&data[300_000..500_000]))
+                .await
+                .unwrap();
+            assert_eq!(outbox.bytes.load(Relaxed), 400_000, "queued, not written");
+        }
+        send.write_all(&data[500_000..]).await.unwrap();
+        send.finish().await.unwrap();
+        let peer = server.accept().await.unwrap();
+        let mut recv = peer.accept_uni().await.unwrap();
+        assert!(
+            read_all(&mut recv).await.unwrap() == data,
+            "byte-exact, in order"
+        );
+        assert_eq!(outbox.bytes.load(Relaxed), 0);
+    }
+
+    /// A stream blocked by the peer's flow control keeps its queued data and its finish
+    /// until the window opens: everything arrives, then a clean end.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_finish_behind_queued_blocked_data_delivers_it_all() {
+        let small = TransportConfig {
+            stream_receive_window: 32 * 1024,
+            ..TransportConfig::default()
+        };
+        let (server, client) = pair(small);
+        let conn = client
+            .connect(server.local_addr().unwrap(), "localhost")
+            .await
+            .unwrap();
+        let outbox = outbox(&client);
+        let mut send = conn.open_uni().await.unwrap();
+        let data = pattern(7, 600_000);
+        {
+            let _busy = client.shared.lock();
+            send.write_all(&data).await.unwrap();
+        }
+        // Most of it cannot enter quinn-proto before the reader opens the window.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(outbox.bytes.load(Relaxed) > 0, "blocked data stays queued");
+        send.finish().await.unwrap();
+        let peer = server.accept().await.unwrap();
+        let mut recv = peer.accept_uni().await.unwrap();
+        assert!(read_all(&mut recv).await.unwrap() == data);
+        assert_eq!(send.stopped().await, Ok(None), "all acknowledged");
+    }
+
+    /// A queued write fails as a direct one would: after the peer's STOP_SENDING, after
+    /// this side's reset (whose queued data is discarded: the peer sees the reset), and
+    /// once the connection has ended.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn queued_writes_fail_after_a_stop_a_reset_or_the_connection_s_end() {
+        let (server, client) = pair(TransportConfig::default());
+        let conn = client
+            .connect(server.local_addr().unwrap(), "localhost")
+            .await
+            .unwrap();
+        let peer = server.accept().await.unwrap();
+
+        let mut stopped = conn.open_uni().await.unwrap();
+        stopped.write_all(b"x").await.unwrap();
+        let mut recv = peer.accept_uni().await.unwrap();
+        recv.stop(7).unwrap();
+        assert_eq!(stopped.stopped().await, Ok(Some(7)));
+        {
+            let _busy = client.shared.lock();
+            assert_eq!(
+                stopped.write_all(b"late").await,
+                Err(StreamError::Stopped(7))
+            );
+        }
+
+        let mut reset = conn.open_uni().await.unwrap();
+        reset.write_all(b"first").await.unwrap();
+        {
+            let _busy = client.shared.lock();
+            reset.write_all(&[1; 1000]).await.unwrap();
+        }
+        reset.reset(9).unwrap();
+        assert_eq!(outbox(&client).bytes.load(Relaxed), 0, "discarded");
+        let mut recv = peer.accept_uni().await.unwrap();
+        assert_eq!(read_all(&mut recv).await, Err(StreamError::Reset(9)));
+        {
+            let _busy = client.shared.lock();
+            assert_eq!(reset.write_all(b"x").await, Err(StreamError::ClosedStream));
+        }
+
+        let mut open = conn.open_uni().await.unwrap();
+        peer.close(42, b"bye");
+        let end = tokio::time::timeout(Duration::from_secs(10), conn.closed())
+            .await
+            .expect("the close arrives");
+        {
+            let _busy = client.shared.lock();
+            assert_eq!(
+                open.write_all(b"x").await,
+                Err(StreamError::ConnectionLost(end))
+            );
+        }
     }
 }
