@@ -180,6 +180,11 @@ const BURST: Duration = Duration::from_millis(2);
 pub const MIN_BURST_BYTES: f64 = 16.0 * 1024.0;
 /// The longest the pacer holds a transmit (see the module documentation).
 pub const MAX_HOLD: Duration = Duration::from_millis(50);
+
+/// The most a bucket holds at `rate` bytes per second ([`BURST`], [`MIN_BURST_BYTES`]).
+fn burst(rate: f64) -> f64 {
+    (rate * BURST.as_secs_f64()).max(MIN_BURST_BYTES)
+}
 /// One connection's token bucket. Tokens may go negative: a transmit is sent whole once the
 /// bucket is out of debt and its size is charged after, so a GSO batch is never split.
 #[derive(Debug)]
@@ -230,7 +235,7 @@ impl Bucket {
     fn ready_at(&self, rate: u64, now: Instant) -> Option<Instant> {
         let mut s = self.state();
         let rate = rate as f64;
-        let cap = (rate * BURST.as_secs_f64()).max(MIN_BURST_BYTES);
+        let cap = burst(rate);
         s.tokens = match s.last {
             Some(last) => (s.tokens + rate * (now - last).as_secs_f64()).min(cap),
             None => cap,
@@ -282,13 +287,14 @@ impl ConnectionPacer {
             .map(Instant::into_std)
     }
 
-    /// The most bytes one transmit may carry for the rate to hold: what the pacer can
-    /// hold for at most [`MAX_HOLD`] at the current rate (debt beyond that is forgiven).
-    /// `None` while the controller gives no rate. An engine that batches more datagrams
-    /// into one transmit than this would send faster than the rate.
+    /// The most bytes one transmit should carry: the burst the bucket lets out at once
+    /// at the current rate (2 ms of it, at least [`MIN_BURST_BYTES`]). `None` while the
+    /// controller gives no rate. An engine that batches more datagrams into one transmit
+    /// sends longer trains than the controller asked for, and beyond [`MAX_HOLD`] of debt
+    /// (debt is charged after the transmit and the excess forgiven) faster than its rate.
     pub fn max_transmit_bytes(&self) -> Option<usize> {
         let rate = self.0.rate()?;
-        Some((rate as f64 * MAX_HOLD.as_secs_f64()) as usize)
+        Some(burst(rate as f64) as usize)
     }
 
     /// Charges a transmit of `bytes` that was sent.

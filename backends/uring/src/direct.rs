@@ -1027,8 +1027,8 @@ fn drive_conn(shared: &Shared, st: &mut State, id: u64, now: Instant) -> bool {
             c.wants_buffer = true;
             break;
         };
-        // A STOQ pacer charges a transmit whole and holds the next one at most
-        // `MAX_HOLD`: a transmit it could not hold for long enough would beat its rate.
+        // A STOQ pacer's transmit is at most its burst (64 KiB trains would beat a low
+        // rate and queue at a slow bottleneck).
         let segments = match c
             .pacer
             .as_ref()
