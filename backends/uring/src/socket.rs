@@ -87,9 +87,10 @@ pub const MAX_SEGMENTS: usize = 10;
 /// GSO segments per send at most with the direct engine, whose send buffers are allocated
 /// once: as many as one UDP datagram's payload limit allows (45 of 1,452 bytes), so a
 /// send fills a GRO receive buffer of the peer's (64 KiB) where 10 segments filled a
-/// quarter of it. Measured on a 1 GiB upload (`benches/syscalls.sh`): 4.5 times fewer
-/// send SQEs and receive completions, and the peer's multishot receive no longer runs
-/// out of ring buffers.
+/// seventh of it. Measured on a 1 GiB upload (`benches/syscalls.sh`): 4.3 times fewer
+/// send SQEs and receive completions (17.8k against 76.9k per GiB), and the peer's
+/// multishot receive ran out of ring buffers (and was re-armed) 20 times per GiB instead
+/// of about 470.
 pub const DIRECT_MAX_SEGMENTS: usize = 64;
 
 /// The most payload bytes one send (all its GSO segments) may carry: a UDP datagram's
