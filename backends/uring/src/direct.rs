@@ -1178,7 +1178,25 @@ impl ConnRef {
     /// Runs `f` on the connection under the lock; hands it to the driver if `f` set its
     /// flag (it queued something to send).
     fn access<R>(&self, f: impl FnOnce(&mut Conn, &mut bool) -> R) -> R {
-        let mut st = self.shared.lock();
+        self.access_locked(self.shared.lock(), f)
+    }
+
+    /// [`ConnRef::access`] if the lock is free now; `None` if another thread holds it.
+    fn try_access<R>(&self, f: impl FnOnce(&mut Conn, &mut bool) -> R) -> Option<R> {
+        let st = match self.shared.state.try_lock() {
+            Ok(st) => st,
+            Err(TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(TryLockError::WouldBlock) => return None,
+        };
+        Some(self.access_locked(st, f))
+    }
+
+    /// [`ConnRef::access`] with the lock taken.
+    fn access_locked<R>(
+        &self,
+        mut st: MutexGuard<'_, State>,
+        f: impl FnOnce(&mut Conn, &mut bool) -> R,
+    ) -> R {
         let c = st
             .conns
             .get_mut(&self.id)
@@ -1189,25 +1207,6 @@ impl ConnRef {
             st.mark(self.id);
         }
         r
-    }
-
-    /// [`ConnRef::access`] if the lock is free now; `None` if another thread holds it.
-    fn try_access<R>(&self, f: impl FnOnce(&mut Conn, &mut bool) -> R) -> Option<R> {
-        let mut st = match self.shared.state.try_lock() {
-            Ok(st) => st,
-            Err(TryLockError::Poisoned(p)) => p.into_inner(),
-            Err(TryLockError::WouldBlock) => return None,
-        };
-        let c = st
-            .conns
-            .get_mut(&self.id)
-            .expect("a referenced connection is kept");
-        let mut send = false;
-        let r = f(c, &mut send);
-        if send {
-            st.mark(self.id);
-        }
-        Some(r)
     }
 
     /// Hands the driver data queued in the connection's [`Outbox`] while the lock was
@@ -2097,7 +2096,10 @@ mod tests {
     use super::*;
     use stoq_core::TransportConfig;
 
-    fn pair(server_config: TransportConfig) -> (DirectTransport, DirectTransport) {
+    /// A server with `server_config`, a client, and a connection from one to the other.
+    async fn connected(
+        server_config: TransportConfig,
+    ) -> (DirectTransport, DirectTransport, Arc<dyn Connection>) {
         let tls = stoq_crypto::ephemeral_material(&["localhost"]).unwrap();
         let options = UringOptions::default();
         let server = bind(
@@ -2114,7 +2116,11 @@ mod tests {
             &options,
         )
         .unwrap();
-        (server, client)
+        let conn = client
+            .connect(server.local_addr().unwrap(), "localhost")
+            .await
+            .unwrap();
+        (server, client, conn)
     }
 
     /// The outbox of the client's only connection.
@@ -2139,11 +2145,7 @@ mod tests {
     /// order with the writes before and after them, both the copying and the chunk path.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn writes_while_the_lock_is_busy_are_queued_and_arrive_in_order() {
-        let (server, client) = pair(TransportConfig::default());
-        let conn = client
-            .connect(server.local_addr().unwrap(), "localhost")
-            .await
-            .unwrap();
+        let (server, client, conn) = connected(TransportConfig::default()).await;
         let outbox = outbox(&client);
         let mut send = conn.open_uni().await.unwrap();
         let data = pattern(0, 700_000);
@@ -2175,11 +2177,7 @@ mod tests {
             stream_receive_window: 32 * 1024,
             ..TransportConfig::default()
         };
-        let (server, client) = pair(small);
-        let conn = client
-            .connect(server.local_addr().unwrap(), "localhost")
-            .await
-            .unwrap();
+        let (server, client, conn) = connected(small).await;
         let outbox = outbox(&client);
         let mut send = conn.open_uni().await.unwrap();
         let data = pattern(7, 600_000);
@@ -2202,11 +2200,7 @@ mod tests {
     /// once the connection has ended.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn queued_writes_fail_after_a_stop_a_reset_or_the_connection_s_end() {
-        let (server, client) = pair(TransportConfig::default());
-        let conn = client
-            .connect(server.local_addr().unwrap(), "localhost")
-            .await
-            .unwrap();
+        let (server, client, conn) = connected(TransportConfig::default()).await;
         let peer = server.accept().await.unwrap();
 
         let mut stopped = conn.open_uni().await.unwrap();
