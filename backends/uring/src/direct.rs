@@ -37,7 +37,7 @@
 //! quinn-proto has drained it. The endpoint runs while the transport or any connection
 //! handle lives.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
@@ -285,9 +285,10 @@ struct ConnNotify {
 ///   writer that finds the lock busy queues its data here and returns at once.
 /// * A sender faster than the path keeps quinn-proto's send buffer full; quinn-proto
 ///   reports a stream writable as soon as any room frees, so the writer was woken (and
-///   parked again) about once per turn. Data quinn-proto refuses is queued here instead,
-///   and a writer whose stream has queued data waits only once its queue is at the
-///   outbox's limit, until the driver has moved half of it into quinn-proto.
+///   parked again) about once per turn. Data quinn-proto refuses is queued here instead;
+///   a writer whose stream has data queued waits only when the outbox is full, and is
+///   woken once its own queue is at most half the limit (so a single bulk writer sleeps
+///   while the driver moves half the outbox into quinn-proto).
 ///
 /// Each stream's bytes keep their order: a write that gets the lock moves its stream's
 /// queued data first and queues behind it if quinn-proto does not take it all. A stream
@@ -312,9 +313,14 @@ struct OutboxInner {
     streams: HashMap<StreamId, Queued>,
     /// Bytes queued over all streams.
     bytes: usize,
-    /// What a write on the stream returns instead of queueing (kept until its send half
-    /// is dropped).
+    /// What a write on the stream returns instead of queueing: the first such error,
+    /// kept until its send half is dropped.
     refused: HashMap<StreamId, StreamError>,
+    /// Streams whose send half the application holds (only their errors are kept in
+    /// `refused`, so a stop that arrives after the half was dropped leaves nothing).
+    open: HashSet<StreamId>,
+    /// Where the next drain of every stream starts ([`drain_outbox`]: round robin).
+    rotation: usize,
     /// Why the connection ended, once it did: every write fails with it.
     ended: Option<ConnectionError>,
     /// In [`Shared::pending`].
@@ -342,6 +348,17 @@ enum Queueing {
     Wait,
     /// Writes on the stream fail with this.
     Refused(StreamError),
+}
+
+impl OutboxInner {
+    /// Records `e` for writes on stream `id` if its send half is open and no error is
+    /// recorded yet (a direct write reports the first: after a finish, a later
+    /// STOP_SENDING does not turn `ClosedStream` into `Stopped`).
+    fn refuse(&mut self, id: StreamId, e: StreamError) {
+        if self.open.contains(&id) {
+            self.refused.entry(id).or_insert(e);
+        }
+    }
 }
 
 impl Outbox {
@@ -381,6 +398,10 @@ impl Outbox {
         }
         let chunk = take(room);
         let n = chunk.len();
+        if n == 0 {
+            // No entry without bytes: the driver looks for queues by the byte count.
+            return Queueing::Queued(0);
+        }
         let q = o.streams.entry(id).or_default();
         q.chunks.push_back(chunk);
         q.bytes += n;
@@ -399,7 +420,7 @@ impl Outbox {
                 w.wake();
             }
         }
-        o.refused.insert(id, e);
+        o.refuse(id, e);
     }
 
     /// The connection ended: every write fails with `e`, queued data is discarded.
@@ -444,7 +465,19 @@ fn drain_outbox(
         let mut o = outbox.lock();
         match only {
             Some(id) => o.streams.remove(&id).map(|q| (id, q)).into_iter().collect(),
-            None => o.streams.drain().collect(),
+            None => {
+                let mut all: Vec<_> = o.streams.drain().collect();
+                // Round robin: each drain starts one stream further, so a stream whose
+                // writer outruns the path cannot take all the room quinn-proto frees
+                // before the others get any.
+                if all.len() > 1 {
+                    all.sort_unstable_by_key(|(id, _)| VarInt::from(*id).into_inner());
+                    o.rotation = o.rotation.wrapping_add(1);
+                    let first = o.rotation % all.len();
+                    all.rotate_left(first);
+                }
+                all
+            }
         }
     };
     let mut moved = 0;
@@ -488,7 +521,7 @@ fn drain_outbox(
         if let Some(at) = failed.iter().position(|(f, _)| *f == id) {
             let (_, e) = failed.swap_remove(at);
             o.bytes -= q.bytes;
-            o.refused.insert(id, e);
+            o.refuse(id, e);
             if let Some(w) = q.waiter.take() {
                 w.wake();
             }
@@ -1469,6 +1502,7 @@ impl DirectConnection {
         recv: bool,
     ) -> (Option<SendStream>, Option<RecvStream>) {
         let s = send.then(|| {
+            self.r.outbox.lock().open.insert(id);
             SendStream::new(
                 Box::new(DirectSend {
                     r: self.r.clone_ref(),
@@ -1724,7 +1758,11 @@ impl Drop for DirectSend {
         };
         c.writers.remove(&id);
         c.stopped.remove(&id);
-        c.outbox.lock().refused.remove(&id);
+        {
+            let mut o = c.outbox.lock();
+            o.open.remove(&id);
+            o.refused.remove(&id);
+        }
         let mut stream = c.conn.send_stream(id);
         let reset = match stream.stopped() {
             Ok(Some(code)) => stream.reset(code).is_ok(),
@@ -1813,6 +1851,9 @@ impl SendStreamBackend for DirectSend {
         cx: &mut Context<'_>,
         chunk: &mut Bytes,
     ) -> Poll<Result<(), StreamError>> {
+        if chunk.is_empty() {
+            return Poll::Ready(Ok(()));
+        }
         let id = self.id;
         // Queues what quinn-proto did not take; `None` if the outbox was full and the
         // stream has nothing queued (the caller writes under the lock).
@@ -1880,21 +1921,22 @@ impl SendStreamBackend for DirectSend {
             }
             drain_outbox(&mut c.conn, &c.outbox, &c.local_close, Some(id));
             let mut o = c.outbox.lock();
+            if o.refused.get(&id) == Some(&StreamError::ClosedStream) {
+                // Finished (or reset) before, as quinn-proto would say.
+                return Err(StreamError::ClosedStream);
+            }
             if let Some(q) = o.streams.get_mut(&id) {
                 // Data queued while the lock was busy is still blocked in quinn-proto:
                 // the driver finishes the stream once it is in.
                 q.fin = true;
-                o.refused.insert(id, StreamError::ClosedStream);
+                o.refuse(id, StreamError::ClosedStream);
                 return Ok(());
             }
             drop(o);
             match c.conn.send_stream(id).finish() {
                 Ok(()) => {
                     // A queued write after this fails as quinn-proto's would.
-                    c.outbox
-                        .lock()
-                        .refused
-                        .insert(id, StreamError::ClosedStream);
+                    c.outbox.lock().refuse(id, StreamError::ClosedStream);
                     Ok(())
                 }
                 // As quinn's glue: harmless (`stopped` tells the application); the
@@ -2243,5 +2285,40 @@ mod tests {
                 Err(StreamError::ConnectionLost(end))
             );
         }
+    }
+
+    /// An empty chunk written while the lock is busy queues nothing, so a finish after it
+    /// still reaches the peer (an empty queue entry once hid the FIN from the driver).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_empty_chunk_while_the_lock_is_busy_does_not_hold_back_the_finish() {
+        let (server, client, conn) = connected(TransportConfig::default()).await;
+        let mut send = conn.open_uni().await.unwrap();
+        send.write_all(b"abc").await.unwrap();
+        {
+            let _busy = client.shared.lock();
+            send.write_chunk(Bytes::new()).await.unwrap();
+        }
+        send.finish().await.unwrap();
+        let peer = server.accept().await.unwrap();
+        let mut recv = peer.accept_uni().await.unwrap();
+        assert_eq!(read_all(&mut recv).await.unwrap(), b"abc");
+    }
+
+    /// Errors are kept only for send halves the application holds: a STOP_SENDING for a
+    /// stream whose half was dropped leaves nothing behind.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stop_after_the_send_half_is_dropped_leaves_no_record() {
+        let (server, client, conn) = connected(TransportConfig::default()).await;
+        let outbox = outbox(&client);
+        let mut send = conn.open_uni().await.unwrap();
+        send.write_all(&[7; 200_000]).await.unwrap();
+        send.finish().await.unwrap();
+        drop(send);
+        let peer = server.accept().await.unwrap();
+        let mut recv = peer.accept_uni().await.unwrap();
+        recv.stop(5).unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let o = outbox.lock();
+        assert!(o.open.is_empty() && o.refused.is_empty());
     }
 }
