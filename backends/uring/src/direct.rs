@@ -321,6 +321,8 @@ struct OutboxInner {
     open: HashSet<StreamId>,
     /// Where the next drain of every stream starts ([`drain_outbox`]: round robin).
     rotation: usize,
+    /// The queues a drain takes out, kept for its allocation.
+    scratch: Vec<(StreamId, Queued)>,
     /// Why the connection ended, once it did: every write fails with it.
     ended: Option<ConnectionError>,
     /// In [`Shared::pending`].
@@ -461,24 +463,25 @@ fn drain_outbox(
     if outbox.bytes.load(Relaxed) == 0 {
         return false;
     }
-    let mut taken: Vec<(StreamId, Queued)> = {
+    let mut taken = {
         let mut o = outbox.lock();
+        let mut taken = std::mem::take(&mut o.scratch);
         match only {
-            Some(id) => o.streams.remove(&id).map(|q| (id, q)).into_iter().collect(),
+            Some(id) => taken.extend(o.streams.remove(&id).map(|q| (id, q))),
             None => {
-                let mut all: Vec<_> = o.streams.drain().collect();
+                taken.extend(o.streams.drain());
                 // Round robin: each drain starts one stream further, so a stream whose
                 // writer outruns the path cannot take all the room quinn-proto frees
                 // before the others get any.
-                if all.len() > 1 {
-                    all.sort_unstable_by_key(|(id, _)| VarInt::from(*id).into_inner());
+                if taken.len() > 1 {
+                    taken.sort_unstable_by_key(|(id, _)| VarInt::from(*id).into_inner());
                     o.rotation = o.rotation.wrapping_add(1);
-                    let first = o.rotation % all.len();
-                    all.rotate_left(first);
+                    let first = o.rotation % taken.len();
+                    taken.rotate_left(first);
                 }
-                all
             }
         }
+        taken
     };
     let mut moved = 0;
     let mut failed: Vec<(StreamId, StreamError)> = Vec::new();
@@ -512,7 +515,7 @@ fn drain_outbox(
     }
     let mut o = outbox.lock();
     o.bytes -= moved;
-    for (id, mut q) in taken {
+    for (id, mut q) in taken.drain(..) {
         if let Some(newer) = o.streams.remove(&id) {
             q.chunks.extend(newer.chunks);
             q.bytes += newer.bytes;
@@ -536,6 +539,7 @@ fn drain_outbox(
             o.streams.insert(id, q);
         }
     }
+    o.scratch = taken;
     outbox.bytes.store(o.bytes, Relaxed);
     moved > 0
 }
