@@ -1506,7 +1506,15 @@ impl DirectConnection {
         recv: bool,
     ) -> (Option<SendStream>, Option<RecvStream>) {
         let s = send.then(|| {
-            self.r.outbox.lock().open.insert(id);
+            // Open for error records from now on; a STOP_SENDING quinn-proto already
+            // took (before the application accepted the stream) is recorded here.
+            self.r.peek(|c| {
+                let mut o = c.outbox.lock();
+                o.open.insert(id);
+                if let Ok(Some(code)) = c.conn.send_stream(id).stopped() {
+                    o.refuse(id, StreamError::Stopped(code.into_inner()));
+                }
+            });
             SendStream::new(
                 Box::new(DirectSend {
                     r: self.r.clone_ref(),
@@ -1955,8 +1963,14 @@ impl SendStreamBackend for DirectSend {
         let code = VarInt::from_u64(code).map_err(|_| StreamError::ClosedStream)?;
         let id = self.id;
         self.r.with(|c| {
-            // Queued data goes with the reset, as unsent data in quinn-proto does.
+            // Queued data goes with the reset, as unsent data in quinn-proto does, and
+            // later writes fail as quinn-proto's do after a reset (`ClosedStream`, even
+            // after the peer's STOP_SENDING).
             c.outbox.refuse(id, StreamError::ClosedStream);
+            c.outbox
+                .lock()
+                .refused
+                .insert(id, StreamError::ClosedStream);
             c.conn
                 .send_stream(id)
                 .reset(code)
@@ -2324,5 +2338,20 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(100)).await;
         let o = outbox.lock();
         assert!(o.open.is_empty() && o.refused.is_empty());
+    }
+
+    /// A STOP_SENDING that arrived before the application accepted the stream makes a
+    /// queued write fail too.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stop_before_accept_fails_a_queued_write() {
+        let (server, _client, conn) = connected(TransportConfig::default()).await;
+        let (mut send, mut recv) = conn.open_bi().await.unwrap();
+        send.write_all(b"request").await.unwrap();
+        recv.stop(9).unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let peer = server.accept().await.unwrap();
+        let (mut reply, _request) = peer.accept_bi().await.unwrap();
+        let _busy = server.shared.lock();
+        assert_eq!(reply.write_all(b"late").await, Err(StreamError::Stopped(9)));
     }
 }
