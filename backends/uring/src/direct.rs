@@ -412,8 +412,10 @@ impl Outbox {
         Queueing::Queued(n)
     }
 
-    /// Refuses further writes on stream `id` with `e`, discarding what it queued.
-    fn refuse(&self, id: StreamId, e: StreamError) {
+    /// Refuses further writes on stream `id` with `e`, discarding what it queued. With
+    /// `replace`, `e` replaces an error recorded before (a local reset is what a direct
+    /// write reports from then on).
+    fn refuse(&self, id: StreamId, e: StreamError, replace: bool) {
         let mut o = self.lock();
         if let Some(q) = o.streams.remove(&id) {
             o.bytes -= q.bytes;
@@ -421,6 +423,9 @@ impl Outbox {
             if let Some(w) = q.waiter {
                 w.wake();
             }
+        }
+        if replace {
+            o.refused.remove(&id);
         }
         o.refuse(id, e);
     }
@@ -1168,7 +1173,7 @@ fn forward_events(
             Event::Stream(StreamEvent::Finished { id }) => wake(&mut c.stopped, id),
             Event::Stream(StreamEvent::Stopped { id, error_code }) => {
                 c.outbox
-                    .refuse(id, StreamError::Stopped(error_code.into_inner()));
+                    .refuse(id, StreamError::Stopped(error_code.into_inner()), false);
                 wake(&mut c.stopped, id);
                 wake(&mut c.writers, id);
             }
@@ -1966,11 +1971,7 @@ impl SendStreamBackend for DirectSend {
             // Queued data goes with the reset, as unsent data in quinn-proto does, and
             // later writes fail as quinn-proto's do after a reset (`ClosedStream`, even
             // after the peer's STOP_SENDING).
-            c.outbox.refuse(id, StreamError::ClosedStream);
-            c.outbox
-                .lock()
-                .refused
-                .insert(id, StreamError::ClosedStream);
+            c.outbox.refuse(id, StreamError::ClosedStream, true);
             c.conn
                 .send_stream(id)
                 .reset(code)
