@@ -1128,8 +1128,9 @@ fn markdown(
     let _ = writeln!(
         o,
         "Made by `benches/examples/emulated_paths.rs`: `run` in {} part(s) (each one \
-         backend's runs of some controllers and scenarios, under `bench-lock`), then `report`; \
-         started {}, this 2-core machine; campaign wall time {:.0} min {:02.0} s (sum of the \
+         backend's runs of some controllers and scenarios, one part at a time with nothing else \
+         running on the machine), then `report`; started {}, on 2-core machines (each part's \
+         start is in the JSON); campaign wall time {:.0} min {:02.0} s (sum of the \
          parts' run time). Every run's figures and the plotted time series: \
          [emulated-paths.json](emulated-paths.json).\n",
         raws.len(),
@@ -1184,17 +1185,19 @@ fn markdown(
     }
     let _ = writeln!(
         o,
-        "Commands (the binary built first, then run without compiling under the lock):\n\n\
+        "Commands (the binary built first, then each part run alone, without compiling; \
+         `bench-lock` where the machine has it):\n\n\
          ```text\n\
          cargo build --release -p stoq-bench --example emulated_paths\n\
          B=$CARGO_TARGET_DIR/release/examples/emulated_paths\n\
-         bench-lock $B run --backends quinn --controllers engine:new_reno,engine:cubic,engine:bbr --out quinn-engi.json\n\
-         bench-lock $B run --backends quinn --controllers stoq:new_reno,stoq:cubic,stoq:bbr --out quinn-stoq.json\n\
+         $B run --backends quinn --controllers engine:new_reno,engine:cubic,engine:bbr --out quinn-engi.json\n\
+         $B run --backends quinn --controllers stoq:new_reno,stoq:cubic,stoq:bbr --out quinn-stoq.json\n\
          # ... the same for s2n, quiche and uring\n\
-         bench-lock $B run --backends quinn --controllers engine:cubic,engine:bbr,stoq:cubic,stoq:bbr --scenarios fairness_long --runs 2 --out long-quinn.json\n\
+         $B run --backends quinn --controllers engine:cubic,engine:bbr,stoq:cubic,stoq:bbr --scenarios fairness_long --runs 2 --out long-quinn.json\n\
          # more seeds for the columns the targets judge (the same for s2n, quiche and uring):\n\
-         bench-lock $B run --backends quinn --scenarios loss --runs 6 --seed 4 --out loss-quinn.json\n\
-         bench-lock $B run --backends quinn --controllers engine:bbr,stoq:bbr --scenarios fairness_long --runs 3 --seed 3 --out long-bbr-quinn.json\n\
+         $B run --backends quinn --scenarios loss --runs 6 --seed 4 --out loss-quinn.json\n\
+         $B run --backends quinn --controllers engine:bbr,stoq:bbr --scenarios fairness --runs 5 --seed 4 --out fair-bbr-quinn.json\n\
+         $B run --backends quinn --controllers engine:bbr,stoq:bbr --scenarios fairness_long --runs 3 --seed 3 --out long-bbr-quinn.json\n\
          $B report *.json\n\
          ```\n"
     );
